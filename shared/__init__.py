@@ -1,0 +1,1 @@
+"""Ferry's common code: contracts, topology, settings, retry, logging, metrics and health."""

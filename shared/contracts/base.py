@@ -1,0 +1,65 @@
+"""The base of every message contract: strict msgspec Structs, JSON on the wire.
+
+Unknown fields are ignored (a newer producer may add fields), missing required fields are
+an error, and types are checked strictly (no "1" for 1).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, TypeVar
+
+import msgspec
+
+T = TypeVar("T", bound="Contract")
+
+# Identifiers end up in database keys, log lines and routing decisions: keep them plain.
+Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$")]
+ShortText = Annotated[str, msgspec.Meta(max_length=4_000)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Contract(msgspec.Struct, kw_only=True, forbid_unknown_fields=False, omit_defaults=False):
+    """A versioned message. `ROUTING_KEY` names the key it is published with."""
+
+    ROUTING_KEY: ClassVar[str] = ""
+    version: int = 1
+
+    @classmethod
+    def decode(cls: type[T], data: bytes | str) -> T:
+        return msgspec.json.decode(data, type=cls, strict=True)
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    # FastStream builds the AsyncAPI document with pydantic; these two hooks let pydantic
+    # describe a Struct through msgspec's own JSON schema instead of failing on it.
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.any_schema()
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        return json_schema(cls)
+
+
+def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """A self-contained JSON schema (nested definitions inlined under `$defs`)."""
+    (ref,), defs = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
+    name = ref["$ref"].rsplit("/", 1)[-1]
+    schema = dict(defs.pop(name))
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+class ErrorReply(Contract, kw_only=True):
+    """The answer to a request that could not be served. Every reply contract has an
+    `error` field, so this decodes as any of them."""
+
+    error: str

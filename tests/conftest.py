@@ -1,0 +1,75 @@
+"""Fixtures shared by every test: a real RabbitMQ, a namespace per test, clean-up after."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import aio_pika
+import pytest
+
+from shared.service import Service
+from shared.settings import BaseSettings
+from tests.support.broker import delete_namespace, rabbitmq_url
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    with rabbitmq_url() as url:
+        yield url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def base_settings(amqp_url: str, namespace: str) -> BaseSettings:
+    """Fast retries and short parking, so the failure paths run in seconds."""
+    return BaseSettings(
+        amqp_url=amqp_url,
+        namespace=namespace,
+        http_host="127.0.0.1",
+        http_port=0,
+        retry_attempts=2,
+        retry_base_delay=0.01,
+        retry_max_delay=0.05,
+        retry_budget=1.0,
+        park_delays=(0.3, 0.6),
+        graceful_timeout=5.0,
+    )
+
+
+class Cleanup:
+    def __init__(self) -> None:
+        self.services: list[Service] = []
+        self.queues: list[str] = []
+
+    def names_of(self, service: Service) -> tuple[list[str], list[str]]:
+        names = service.names
+        queues = [names.queue(q.service, q.purpose) for q in service.queues]
+        queues.append(names.dead_letter_queue(service.name))
+        queues.extend(names.parking_queue(d) for d in service.settings.park_delays)
+        exchanges = [names.exchange, names.dead_letter_exchange, names.retry_exchange]
+        return queues, exchanges
+
+
+@pytest.fixture
+async def cleanup(amqp_url: str, namespace: str) -> AsyncIterator[Cleanup]:
+    registry = Cleanup()
+    yield registry
+    queues, exchanges = list(registry.queues), []
+    for service in registry.services:
+        q, e = registry.names_of(service)
+        queues.extend(q)
+        exchanges.extend(e)
+    await delete_namespace(amqp_url, namespace, sorted(set(queues)), sorted(set(exchanges)))
+
+
+@pytest.fixture
+async def amqp(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+    """A plain aio-pika connection for the test's own publishing and peeking."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        yield connection

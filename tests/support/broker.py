@@ -1,0 +1,62 @@
+"""Where the tests find RabbitMQ: `AMQP_URL` (default the local one), else a testcontainer."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import aio_pika
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def rabbitmq_url() -> Iterator[str]:
+    url = os.environ.get("AMQP_URL") or os.environ.get("FERRY_AMQP_URL") or DEFAULT_URL
+    if _reachable(url):
+        yield url
+        return
+    # No broker here: start one where Docker exists (never on this project's CI machine).
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with RabbitMqContainer("rabbitmq:4.1") as container:
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(5672)
+        yield f"amqp://guest:guest@{host}:{port}/"
+
+
+async def delete_namespace(url: str, namespace: str, queues: list[str], exchanges: list[str]) -> None:
+    """Remove what a test declared, so the shared broker does not fill up."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        for name in queues:
+            channel = await connection.channel()
+            try:
+                await channel.queue_delete(name)
+            except Exception:
+                pass
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        for name in exchanges:
+            channel = await connection.channel()
+            try:
+                await channel.exchange_delete(name)
+            except Exception:
+                pass
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    del namespace
