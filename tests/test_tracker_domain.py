@@ -57,9 +57,9 @@ def submit(seconds: float = 0, task_id: str = "t1", **fields: Any) -> TaskSubmit
     return TaskSubmit(task_id=task_id, submitted_at=at(seconds), **fields)
 
 
-def fold(changes: Sequence[Change], now: datetime = NOW) -> tuple[
-    dict[str, TaskRecord], dict[tuple[str, str], ItemRecord]
-]:
+def fold(
+    changes: Sequence[Change], now: datetime = NOW
+) -> tuple[dict[str, TaskRecord], dict[tuple[str, str], ItemRecord]]:
     """Apply changes one at a time, keeping items as a store would."""
     records: dict[str, TaskRecord] = {}
     items: dict[tuple[str, str], ItemRecord] = {}
@@ -220,9 +220,7 @@ def test_item_ties_prefer_success_then_skipped() -> None:
 def test_apply_update_reports_only_changed_items() -> None:
     first, changed = apply_update(None, items_update(1, ("a", "SUCCESS", None)), {}, NOW)
     known = {i.item_key: i for i in changed}
-    again, changed_again = apply_update(
-        first, items_update(1, ("a", "SUCCESS", None)), known, NOW
-    )
+    again, changed_again = apply_update(first, items_update(1, ("a", "SUCCESS", None)), known, NOW)
     assert changed_again == []
     assert again.items_total == 1
 
@@ -242,7 +240,8 @@ def cancel(seconds: float, reason: str | None = None, task_id: str = "t1") -> Ta
 
 
 def test_cancel_of_a_commandless_queued_task_kills_it_at_once() -> None:
-    for order in ([submit(), cancel(5, "stop")], [cancel(5, "stop"), submit()]):
+    changes: list[Change] = [submit(), cancel(5, "stop")]
+    for order in (changes, changes[::-1]):
         record = one(order)
         assert record.status is TaskStatus.KILLED
         assert record.status_at == record.ended_at == at(5)

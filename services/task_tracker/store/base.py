@@ -1,0 +1,132 @@
+"""The task store's interface, plus the row encoding and paging cursor both backends share."""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+import builtins
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+import msgspec
+
+from services.task_tracker.domain import Change, ItemRecord, TaskRecord, utc
+from shared.contracts.tasks import TaskStatus
+
+NON_TERMINAL = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+_record_encoder = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(TaskRecord)
+
+
+class TaskStore(abc.ABC):
+    """Where task records and their items live. `apply` is the hot path: one transaction per
+    batch of changes, merged with the rules of `services.task_tracker.domain`."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, and create the schema if it is missing."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def apply(self, changes: Sequence[Change], now: datetime) -> builtins.list[TaskRecord]:
+        """Merge a batch in one transaction; return every touched task once, in the order the
+        batch first touched it."""
+
+    @abc.abstractmethod
+    async def get(self, task_id: str) -> TaskRecord | None: ...
+
+    @abc.abstractmethod
+    async def items(self, task_id: str, limit: int = 1000) -> builtins.list[ItemRecord]:
+        """The task's items, by item_key."""
+
+    @abc.abstractmethod
+    async def list(
+        self,
+        statuses: set[TaskStatus] | None,
+        kind: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[builtins.list[TaskRecord], str | None]:
+        """Newest first by (created_at, or updated_at before the submit is seen; id).
+        No or empty `statuses` means any status. Raises ValueError on a malformed cursor."""
+
+    @abc.abstractmethod
+    async def sweep_candidates(
+        self, now: datetime, older_than: datetime, limit: int
+    ) -> builtins.list[TaskRecord]:
+        """Non-terminal tasks not touched since `older_than`, least recently touched first."""
+
+    @abc.abstractmethod
+    async def save_tracker_changes(
+        self, records: Sequence[TaskRecord]
+    ) -> builtins.list[TaskRecord]:
+        """Write records the tracker changed itself (sweep, mark_driven). Each is re-merged
+        into the stored row, so concurrent updates and replicas are never overwritten.
+        Returns the stored results."""
+
+
+def check_prefix(table_prefix: str) -> str:
+    # The prefix is pasted into SQL: allow only a plain identifier.
+    if table_prefix and not _PREFIX.match(table_prefix):
+        raise ValueError(f"table prefix must match {_PREFIX.pattern}: {table_prefix!r}")
+    return table_prefix
+
+
+def encode_record(record: TaskRecord) -> bytes:
+    return _record_encoder.encode(record)
+
+
+def decode_record(body: bytes | str) -> TaskRecord:
+    return _record_decoder.decode(body)
+
+
+def sort_at(record: TaskRecord) -> datetime:
+    """The listing order key: tasks known only from updates sort by their last update."""
+    return record.created_at or record.updated_at
+
+
+def to_micros(moment: datetime) -> int:
+    return (utc(moment) - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + micros * _MICROSECOND
+
+
+def encode_cursor(record: TaskRecord) -> str:
+    raw = msgspec.json.encode([to_micros(sort_at(record)), record.id])
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (sort_at, id) of the last task of the previous page."""
+    try:
+        micros, task_id = msgspec.json.decode(
+            base64.urlsafe_b64decode(cursor.encode()), type=tuple[int, str]
+        )
+        return from_micros(micros), task_id
+    except (binascii.Error, msgspec.DecodeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"invalid cursor {cursor!r}") from exc

@@ -1,0 +1,294 @@
+"""The task tracker as its users meet it: messages in, replies and events out, on a real
+RabbitMQ, once on SQLite and once on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import aio_pika
+import msgspec
+import pytest
+
+from services.task_tracker.app import TaskTracker
+from services.task_tracker.settings import TrackerSettings
+from shared.contracts.tasks import (
+    DrivingCommand,
+    ItemOutcome,
+    TaskCancel,
+    TaskCancelled,
+    TaskChanged,
+    TaskGet,
+    TaskGetReply,
+    TaskList,
+    TaskListReply,
+    TaskSubmit,
+    TaskUpdate,
+    TaskView,
+)
+from shared.messaging import Requester, publish
+from shared.service import ERROR_HEADER, ERROR_KIND_HEADER
+from shared.settings import BaseSettings
+from tests.conftest import Cleanup
+from tests.support.tracker import drop_tables, postgres_available, tracker_settings
+from tests.support.waiting import drain, eventually
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+M = TypeVar("M")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def settings(
+    request: pytest.FixtureRequest, base_settings: BaseSettings, tmp_path: Path
+) -> AsyncIterator[TrackerSettings]:
+    if request.param == "postgres" and not await postgres_available():
+        pytest.skip("PostgreSQL is not reachable at FERRY_TEST_POSTGRES_URL")
+    settings = tracker_settings(
+        base_settings, request.param, tmp_path, sweep_interval=3600.0, stall_after=0.3,
+        give_up_after=1.5,
+    )
+    yield settings
+    await drop_tables(settings)
+
+
+@pytest.fixture
+async def tracker(settings: TrackerSettings, cleanup: Cleanup) -> AsyncIterator[TaskTracker]:
+    tracker = TaskTracker(settings)
+    cleanup.services.append(tracker.service)
+    await tracker.service.app.start()
+    try:
+        yield tracker
+    finally:
+        await tracker.service.app.stop()
+
+
+@pytest.fixture
+async def client(tracker: TaskTracker) -> AsyncIterator[Requester]:
+    async with Requester(tracker.settings.amqp_url, tracker.service.names) as requester:
+        yield requester
+
+
+class Listener:
+    """A private queue bound to one routing key, as a watcher or a worker would have."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    @classmethod
+    async def bind(
+        cls, connection: aio_pika.abc.AbstractConnection, exchange: str, routing_key: str
+    ) -> Listener:
+        listener = cls()
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            listener.bodies.append(message.body)
+
+        await queue.consume(on_message, no_ack=True)
+        return listener
+
+    def decoded(self, kind: type[M]) -> list[M]:
+        return [msgspec.json.decode(b, type=kind) for b in self.bodies]
+
+
+async def send(tracker: TaskTracker, message: TaskSubmit | TaskUpdate | TaskCancel) -> None:
+    await publish(tracker.service.broker, tracker.service.names, message)
+
+
+def task_getter(client: Requester, task_id: str) -> Callable[[], Awaitable[TaskView | None]]:
+    async def get() -> TaskView | None:
+        return (await client.request(TaskGet(task_id=task_id), TaskGetReply)).task
+
+    return get
+
+
+def status_is(client: Requester, task_id: str, *statuses: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        task = await task_getter(client, task_id)()
+        return task is not None and task.status in statuses
+
+    return check
+
+
+async def test_submit_records_the_task_and_publishes_its_command(
+    tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    worker = await Listener.bind(amqp, tracker.service.names.exchange, "hf.datasets.collect")
+    await send(tracker, TaskSubmit(
+        task_id="sync-1", kind="hf.sync", name="Sync HF datasets", params={"mode": "all"},
+        command=DrivingCommand(routing_key="hf.datasets.collect", body={"mode": "all"}),
+    ))
+    await eventually(lambda: worker.bodies)
+    assert msgspec.json.decode(worker.bodies[0]) == {"mode": "all", "task_id": "sync-1"}
+    task = await eventually(task_getter(client, "sync-1"))
+    assert (task.status, task.kind, task.name, task.params) == (
+        "QUEUED", "hf.sync", "Sync HF datasets", {"mode": "all"}
+    )
+    assert (task.driver, task.drive_attempts) == ("hf.datasets.collect", 1)
+    # A redelivered submit changes nothing and does not drive the task twice.
+    await send(tracker, TaskSubmit(
+        task_id="sync-1", kind="hf.sync",
+        command=DrivingCommand(routing_key="hf.datasets.collect", body={"mode": "all"}),
+    ))
+    await asyncio.sleep(0.3)
+    assert len(worker.bodies) == 1
+
+
+async def test_updates_merge_into_progress_items_and_events(
+    tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    watcher = await Listener.bind(amqp, tracker.service.names.exchange, "tasks.changed")
+    await send(tracker, TaskSubmit(task_id="t1", kind="demo", submitted_at=T0))
+    await send(tracker, TaskUpdate(
+        task_id="t1", status="RUNNING", end_value=3, progress_message="collecting",
+        items=[ItemOutcome(item_key="a", outcome="SUCCESS"),
+               ItemOutcome(item_key="b", outcome="ERRORED", message="404")],
+        observed_at=T0 + timedelta(seconds=1),
+    ))
+    await send(tracker, TaskUpdate(
+        task_id="t1", status="SUCCESS", result={"datasets": 2},
+        items=[ItemOutcome(item_key="c", outcome="SKIPPED")],
+        observed_at=T0 + timedelta(seconds=2),
+    ))
+    # Late and out of order: must not move the task backwards.
+    await send(tracker, TaskUpdate(task_id="t1", status="RUNNING", observed_at=T0))
+    await eventually(status_is(client, "t1", "SUCCESS"))
+    await asyncio.sleep(0.2)
+    reply = await client.request(TaskGet(task_id="t1", include_items=True), TaskGetReply)
+    task = reply.task
+    assert task is not None
+    assert (task.status, task.progress_value, task.end_value, task.result) == (
+        "SUCCESS", 3, 3, {"datasets": 2}
+    )
+    assert (task.items_total, task.items_succeeded, task.items_failed, task.items_skipped) == (
+        3, 1, 1, 1
+    )
+    assert task.started_at == T0  # the earliest RUNNING report, even if it came last
+    assert task.ended_at == T0 + timedelta(seconds=2)
+    assert sorted((i.item_key, i.outcome) for i in reply.items) == [
+        ("a", "SUCCESS"), ("b", "ERRORED"), ("c", "SKIPPED")
+    ]
+    # Watchers saw the whole task each time, ending with its final state.
+    events = watcher.decoded(TaskChanged)
+    assert events and events[-1].task.status == "SUCCESS"
+    assert all(e.task.id == "t1" for e in events)
+
+
+async def test_iaso_documentation_aliases_are_accepted(
+    tracker: TaskTracker, client: Requester
+) -> None:
+    await send(tracker, TaskUpdate.decode(b'{"task_id": "e1", "status": "ERROR"}'))
+    await send(tracker, TaskUpdate.decode(b'{"task_id": "k1", "status": "CANCELLED"}'))
+    await eventually(status_is(client, "e1", "ERRORED"))
+    await eventually(status_is(client, "k1", "KILLED"))
+
+
+async def test_list_filters_by_status_and_kind_and_pages(
+    tracker: TaskTracker, client: Requester
+) -> None:
+    for i in range(7):
+        await send(tracker, TaskSubmit(task_id=f"l{i}", kind="even" if i % 2 == 0 else "odd",
+                                       submitted_at=T0 + timedelta(minutes=i)))
+    await send(tracker, TaskUpdate(task_id="l0", status="RUNNING"))
+
+    async def all_listed() -> bool:
+        reply = await client.request(TaskList(limit=100), TaskListReply)
+        return len(reply.tasks) == 7
+
+    await eventually(all_listed)
+    await eventually(status_is(client, "l0", "RUNNING"))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        reply = await client.request(TaskList(kind="even", limit=2, cursor=cursor), TaskListReply)
+        seen += [t.id for t in reply.tasks]
+        if reply.next_cursor is None:
+            break
+        cursor = reply.next_cursor
+    assert seen == ["l6", "l4", "l2", "l0"]  # newest first, every page once
+    running = await client.request(TaskList(statuses=["RUNNING"]), TaskListReply)
+    assert [t.id for t in running.tasks] == ["l0"]
+
+
+async def test_cancel_flags_the_task_and_tells_the_workers(
+    tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    workers = await Listener.bind(amqp, tracker.service.names.exchange, "tasks.cancelled")
+    await Listener.bind(amqp, tracker.service.names.exchange, "demo.work.do")
+    await send(tracker, TaskSubmit(
+        task_id="c1", kind="demo", command=DrivingCommand(routing_key="demo.work.do")
+    ))
+    await send(tracker, TaskUpdate(task_id="c1", status="RUNNING"))
+    await eventually(status_is(client, "c1", "RUNNING"))
+    await send(tracker, TaskCancel(task_id="c1", reason="operator asked"))
+    await eventually(lambda: workers.bodies)
+    assert workers.decoded(TaskCancelled)[0].task_id == "c1"
+    task = await task_getter(client, "c1")()
+    assert task is not None and task.should_be_killed and task.status == "RUNNING"
+    # The worker confirms: the task ends KILLED.
+    await send(tracker, TaskUpdate(task_id="c1", status="KILLED"))
+    await eventually(status_is(client, "c1", "KILLED"))
+
+    # A queued task with nothing to run it is killed at once.
+    await send(tracker, TaskSubmit(task_id="c2", kind="demo"))
+    await send(tracker, TaskCancel(task_id="c2"))
+    await eventually(status_is(client, "c2", "KILLED"))
+
+
+async def test_a_task_whose_driver_is_missing_waits_then_is_driven_by_the_sweep(
+    tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    await send(tracker, TaskSubmit(
+        task_id="s1", kind="demo", command=DrivingCommand(routing_key="late.work.do")
+    ))
+    task = await eventually(task_getter(client, "s1"))
+    assert (task.status, task.drive_attempts) == ("QUEUED", 0)  # nobody to take the command
+    worker = await Listener.bind(amqp, tracker.service.names.exchange, "late.work.do")
+    await asyncio.sleep(tracker.settings.stall_after + 0.1)
+    assert await tracker.sweep() == 1
+    await eventually(lambda: worker.bodies)
+    task = await task_getter(client, "s1")()
+    assert task is not None and task.drive_attempts == 1
+
+
+async def test_the_sweep_gives_up_on_a_silent_task_and_kills_unconfirmed_cancels(
+    tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    await Listener.bind(amqp, tracker.service.names.exchange, "quiet.work.do")
+    await send(tracker, TaskSubmit(
+        task_id="g1", kind="demo", command=DrivingCommand(routing_key="quiet.work.do")
+    ))
+    await send(tracker, TaskUpdate(task_id="g1", status="RUNNING"))
+    await send(tracker, TaskSubmit(
+        task_id="g2", kind="demo", command=DrivingCommand(routing_key="quiet.work.do")
+    ))
+    await send(tracker, TaskCancel(task_id="g2"))
+    await eventually(status_is(client, "g1", "RUNNING"))
+    await asyncio.sleep(tracker.settings.stall_after + 0.1)
+    await tracker.sweep()  # g1 re-driven, g2 killed
+    await eventually(status_is(client, "g2", "KILLED"))
+    await asyncio.sleep(tracker.settings.give_up_after)
+    await tracker.sweep()
+    task = await task_getter(client, "g1")()
+    assert task is not None and task.status == "ERRORED"
+    assert task.progress_message is not None and "given up" in task.progress_message
+
+
+async def test_bad_messages_are_dead_lettered_and_the_tracker_keeps_serving(
+    tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    names = tracker.service.names
+    await publish(tracker.service.broker, names, b'{"status": "RUNNING"}', routing_key="tasks.update")
+    await publish(tracker.service.broker, names, b"\xff\xfe", routing_key="tasks.submit")
+    dead = await drain(amqp, names.dead_letter_queue("task_tracker"), expect=2)
+    assert {d.headers[ERROR_KIND_HEADER] for d in dead} == {"malformed"}
+    assert any("task_id" in str(d.headers[ERROR_HEADER]) for d in dead)
+    await send(tracker, TaskSubmit(task_id="ok", kind="demo"))
+    await eventually(task_getter(client, "ok"))
+    reply = await client.request(TaskGet(task_id="nope"), TaskGetReply)
+    assert reply.task is None and reply.error is not None and "not found" in reply.error

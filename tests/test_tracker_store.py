@@ -1,0 +1,374 @@
+"""The task stores (SQLite and PostgreSQL) against one behaviour suite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from services.task_tracker.domain import (
+    Change,
+    ItemRecord,
+    TaskRecord,
+    mark_driven,
+    mark_killed_by_tracker,
+)
+from services.task_tracker.store import TaskStore, open_store
+from shared.contracts.tasks import (
+    DrivingCommand,
+    ItemOutcome,
+    TaskCancel,
+    TaskStatus,
+    TaskSubmit,
+    TaskUpdate,
+)
+
+POSTGRES_URL = os.environ.get(
+    "FERRY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+NOW = datetime(2024, 5, 1, 13, 0, tzinfo=UTC)
+COMMAND = DrivingCommand(routing_key="work.run", body={"x": 1})
+
+StoreFactory = Callable[[], AsyncIterator[TaskStore]]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+async def _postgres_reachable() -> str | None:
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc}"
+    await conn.close()
+    return None
+
+
+class Stores:
+    """Opens stores of one backend; several may share a database (the shuffle test)."""
+
+    def __init__(self, backend: str, tmp_path: Path) -> None:
+        self.backend = backend
+        self.tmp_path = tmp_path
+        self.opened: list[tuple[TaskStore, str]] = []
+
+    async def new(self) -> TaskStore:
+        name = "t" + uuid.uuid4().hex[:12] + "_"
+        if self.backend == "sqlite":
+            store = open_store(f"sqlite:///{self.tmp_path / name}.db")
+        else:
+            store = open_store(POSTGRES_URL, table_prefix=name)
+        await store.open()
+        self.opened.append((store, name))
+        return store
+
+    async def close(self) -> None:
+        for store, _ in self.opened:
+            await store.close()
+        if self.backend == "postgres":
+            conn = await asyncpg.connect(POSTGRES_URL)
+            try:
+                for _, name in self.opened:
+                    await conn.execute(f"DROP TABLE IF EXISTS {name}tasks, {name}task_items")
+            finally:
+                await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
+    if request.param == "postgres" and (reason := await _postgres_reachable()):
+        pytest.skip(reason)
+    stores = Stores(request.param, tmp_path)
+    try:
+        yield stores
+    finally:
+        await stores.close()
+
+
+@pytest.fixture
+async def store(stores: Stores) -> TaskStore:
+    return await stores.new()
+
+
+def submit(task_id: str, seconds: float = 0, **fields: Any) -> TaskSubmit:
+    fields.setdefault("kind", "k")
+    return TaskSubmit(task_id=task_id, submitted_at=at(seconds), **fields)
+
+
+def update(task_id: str, seconds: float, **fields: Any) -> TaskUpdate:
+    return TaskUpdate(task_id=task_id, observed_at=at(seconds), **fields)
+
+
+def item(key: str, outcome: str, message: str | None = None) -> ItemOutcome:
+    return ItemOutcome(item_key=key, outcome=outcome, message=message)  # type: ignore[arg-type]
+
+
+def scenario() -> list[Change]:
+    """A mixed history of a few tasks, with duplicates and equal timestamps."""
+    return [
+        submit("a", command=COMMAND, params={"p": 1}),
+        update("a", 1, status="RUNNING", end_value=3, items=[item("x", "ERRORED", "boom")]),
+        update("a", 2, progress_value=1, items=[item("x", "SUCCESS"), item("y", "SKIPPED")]),
+        update("a", 2, progress_message="half way", items=[item("z", "ERRORED", "bad")]),
+        update("a", 3, status="SUCCESS", result={"rows": 10}),
+        update("b", 1, status="RUNNING", progress_value=4),
+        submit("b", 0, kind="other", name="bee"),
+        update("b", 1, progress_message="tie-one"),
+        update("b", 1, progress_message="tie-two"),
+        submit("c", 5),
+        TaskCancel(task_id="c", reason="stop", requested_at=at(6)),
+        TaskCancel(task_id="b", reason="later", requested_at=at(7)),
+        update("d", 2, status="QUEUED"),
+        submit("a", 9, name="late duplicate"),
+        update("a", 1, status="RUNNING", end_value=3, items=[item("x", "ERRORED", "boom")]),
+    ]
+
+
+async def snapshot(store: TaskStore, ids: Sequence[str]) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for task_id in ids:
+        record = await store.get(task_id)
+        assert record is not None
+        items = await store.items(task_id)
+        state[task_id] = msgspec.to_builtins([record.to_view(), [i.to_view() for i in items]])
+    return state
+
+
+async def test_apply_returns_one_snapshot_per_touched_task(store: TaskStore) -> None:
+    records = await store.apply(scenario(), NOW)
+    assert [r.id for r in records] == ["a", "b", "c", "d"]
+    by_id = {r.id: r for r in records}
+    a = by_id["a"]
+    assert a.status is TaskStatus.SUCCESS
+    assert a.name == ""  # the earlier submit wins
+    assert (a.items_total, a.items_succeeded, a.items_skipped, a.items_failed) == (3, 1, 1, 1)
+    assert a.result == {"rows": 10}
+    assert a.to_view().driver == "work.run"
+    assert by_id["b"].kind == "other"
+    assert by_id["b"].progress_message == "tie-two"
+    assert by_id["b"].should_be_killed
+    assert by_id["b"].status is TaskStatus.RUNNING
+    assert by_id["c"].status is TaskStatus.KILLED  # no command: nothing would ever run it
+    assert by_id["d"].kind is None
+    for record in records:
+        assert record == await store.get(record.id)
+        assert record.touched_at == NOW
+    assert await store.apply([], NOW) == []
+
+
+async def test_get_and_items(store: TaskStore) -> None:
+    assert await store.get("missing") is None
+    assert await store.items("missing") == []
+    await store.apply(scenario(), NOW)
+    items = await store.items("a")
+    assert [(i.item_key, i.outcome, i.message) for i in items] == [
+        ("x", "SUCCESS", None),
+        ("y", "SKIPPED", None),
+        ("z", "ERRORED", "bad"),
+    ]
+    assert items[0] == ItemRecord(
+        task_id="a", item_key="x", outcome="SUCCESS", message=None, observed_at=at(2)
+    )
+    assert len(await store.items("a", limit=2)) == 2
+
+
+async def test_reapplying_a_batch_changes_nothing(store: TaskStore) -> None:
+    ids = ["a", "b", "c", "d"]
+    first = await store.apply(scenario(), NOW)
+    before = await snapshot(store, ids)
+    again = await store.apply(scenario(), NOW)
+    assert again == first
+    assert await snapshot(store, ids) == before
+    await store.apply(scenario()[::-1], NOW + timedelta(minutes=1))
+    assert await snapshot(store, ids) == before
+
+
+async def test_shuffled_batches_give_the_same_final_state(stores: Stores) -> None:
+    ids = ["a", "b", "c", "d"]
+    reference = await stores.new()
+    await reference.apply(scenario(), NOW)
+    expected = await snapshot(reference, ids)
+    rng = random.Random(7)
+    for _ in range(3):
+        shuffled = await stores.new()
+        changes = scenario() + rng.sample(scenario(), 5)
+        rng.shuffle(changes)
+        cuts = sorted(rng.sample(range(1, len(changes)), 3))
+        for start, end in zip([0, *cuts], [*cuts, len(changes)], strict=True):
+            await shuffled.apply(changes[start:end], NOW)
+        assert await snapshot(shuffled, ids) == expected
+
+
+async def test_a_large_batch_with_many_items(store: TaskStore) -> None:
+    changes: list[Change] = [submit(f"bulk-{n:03d}", n) for n in range(300)]
+    changes += [
+        update(
+            f"bulk-{n % 300:03d}", 10 + n, items=[item(f"i{n}", "SUCCESS"), item("s", "SKIPPED")]
+        )
+        for n in range(600)
+    ]
+    records = await store.apply(changes, NOW)
+    assert len(records) == 300
+    assert all(r.items_total == 3 and r.items_skipped == 1 for r in records)
+    assert all(r.to_view().progress_value == 3 for r in records)
+
+
+async def test_list_filters_and_pages(store: TaskStore) -> None:
+    changes: list[Change] = []
+    for n in range(25):
+        changes.append(submit(f"t{n:02d}", n, kind="even" if n % 2 == 0 else "odd"))
+        if n % 3 == 0:
+            changes.append(update(f"t{n:02d}", 100, status="SUCCESS"))
+    changes.append(update("kindless", 50, status="RUNNING"))  # sorts by its update time
+    await store.apply(changes, NOW)
+
+    everything = await page_through(store, None, None, limit=4)
+    assert everything[0] == "kindless"
+    assert everything[1:] == [f"t{n:02d}" for n in range(24, -1, -1)]
+
+    evens = await page_through(store, None, "even", limit=3)
+    assert evens == [f"t{n:02d}" for n in range(24, -1, -2)]
+    done = await page_through(store, {TaskStatus.SUCCESS}, None, limit=2)
+    assert done == [f"t{n:02d}" for n in range(24, -1, -1) if n % 3 == 0]
+    odd_open = await page_through(store, {TaskStatus.QUEUED, TaskStatus.RUNNING}, "odd", limit=5)
+    assert odd_open == [f"t{n:02d}" for n in range(23, -1, -2) if n % 3 != 0]
+    assert await page_through(store, {TaskStatus.KILLED}, None, limit=5) == []
+
+    whole, cursor = await store.list(None, None, limit=100, cursor=None)
+    assert cursor is None
+    assert len(whole) == 26
+    with pytest.raises(ValueError, match="invalid cursor"):
+        await store.list(None, None, limit=5, cursor="not a cursor")
+
+
+async def page_through(
+    store: TaskStore, statuses: set[TaskStatus] | None, kind: str | None, limit: int
+) -> list[str]:
+    ids: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        records, cursor = await store.list(statuses, kind, limit, cursor)
+        assert len(records) <= limit
+        ids.extend(r.id for r in records)
+        pages += 1
+        if cursor is None:
+            break
+    assert pages == max(1, -(-len(ids) // limit))  # no empty trailing page
+    return ids
+
+
+async def test_sweep_candidates_and_tracker_changes(store: TaskStore) -> None:
+    await store.apply([submit("old", command=COMMAND), submit("done")], NOW - timedelta(hours=1))
+    await store.apply([update("done", 1, status="SUCCESS")], NOW - timedelta(hours=1))
+    await store.apply([submit("fresh", command=COMMAND)], NOW)
+
+    candidates = await store.sweep_candidates(NOW, NOW - timedelta(minutes=5), limit=10)
+    assert [r.id for r in candidates] == ["old"]
+    assert await store.sweep_candidates(NOW, NOW - timedelta(minutes=5), limit=0) == []
+
+    # Meanwhile a worker reports; the tracker's stale copy must not erase that.
+    stale = candidates[0]
+    await store.apply([update("old", 5, status="RUNNING", progress_value=2)], NOW)
+    (saved,) = await store.save_tracker_changes([mark_driven(stale, NOW)])
+    assert saved.drive_attempts == 1
+    assert saved.driven_at == NOW
+    assert saved.status is TaskStatus.RUNNING
+    assert saved.progress_value == 2
+    assert saved == await store.get("old")
+    assert await store.sweep_candidates(NOW, NOW - timedelta(minutes=5), limit=10) == []
+
+    killed = mark_killed_by_tracker(saved, NOW + timedelta(hours=1), "killed by the tracker")
+    (saved_again,) = await store.save_tracker_changes([killed, mark_driven(saved, NOW)])
+    assert saved_again.status is TaskStatus.KILLED
+    assert saved_again.progress_message == "killed by the tracker"
+    assert saved_again.drive_attempts == 2
+    stored = await store.get("old")
+    assert stored == saved_again
+    listed, _ = await store.list({TaskStatus.KILLED}, None, limit=10, cursor=None)
+    assert [r.id for r in listed] == ["old"]
+    assert await store.save_tracker_changes([]) == []
+
+
+async def test_save_tracker_changes_of_an_unknown_task_stores_it(store: TaskStore) -> None:
+    record = mark_driven(TaskRecord(id="ghost", updated_at=NOW, touched_at=NOW), NOW)
+    (saved,) = await store.save_tracker_changes([record])
+    assert saved == record == await store.get("ghost")
+
+
+async def test_reopening_keeps_the_data(stores: Stores, tmp_path: Path) -> None:
+    if stores.backend == "sqlite":
+        url, prefix = f"sqlite:///{tmp_path / 'reopen.db'}", ""
+    else:
+        prefix = "t" + uuid.uuid4().hex[:12] + "_"
+        url = POSTGRES_URL
+    first = open_store(url, table_prefix=prefix)
+    async with first:
+        await first.apply(scenario(), NOW)
+    second = open_store(url, table_prefix=prefix)
+    async with second:
+        assert (await second.get("a")) is not None
+    stores.opened.append((second, prefix))  # so the PostgreSQL tables are dropped
+
+
+def test_open_store_picks_the_backend_from_the_url(tmp_path: Path) -> None:
+    assert type(open_store("sqlite:///:memory:")).__name__ == "SqliteTaskStore"
+    assert type(open_store(f"sqlite:///{tmp_path}/x.db")).__name__ == "SqliteTaskStore"
+    assert type(open_store("postgres://u@h/db")).__name__ == "PostgresTaskStore"
+    assert type(open_store("postgresql://u@h/db")).__name__ == "PostgresTaskStore"
+    with pytest.raises(ValueError, match="'mysql'"):
+        open_store("mysql://u@h/db")
+    with pytest.raises(ValueError, match="table prefix"):
+        open_store("sqlite:///:memory:", table_prefix="x; DROP TABLE y")
+
+
+async def test_sqlite_in_memory_and_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_store("sqlite:///:memory:") as memory:
+        await memory.apply([submit("m")], NOW)
+        assert (await memory.get("m")) is not None
+    monkeypatch.chdir(tmp_path)
+    async with open_store("sqlite:///relative.db") as relative:
+        await relative.apply([submit("r")], NOW)
+    assert (tmp_path / "relative.db").exists()
+
+
+async def test_concurrent_writers_on_one_database_lose_nothing(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """Two stores on one database (two tracker replicas) applying overlapping batches at once:
+    no deadlock, no lost update, and the same final state as one writer."""
+    if stores.backend == "sqlite":
+        url, prefix = f"sqlite:///{tmp_path / 'shared.db'}", ""
+    else:
+        url, prefix = POSTGRES_URL, "t" + uuid.uuid4().hex[:12] + "_"
+    replicas = [open_store(url, table_prefix=prefix) for _ in range(2)]
+    for replica in replicas:
+        await replica.open()
+        stores.opened.append((replica, prefix))
+    rng = random.Random(3)
+    changes: list[Change] = [
+        update(f"c{rng.randrange(8)}", n, progress_value=n, items=[item(f"i{n % 13}", "SUCCESS")])
+        for n in range(400)
+    ]
+    batches = [changes[n : n + 20] for n in range(0, len(changes), 20)]
+    rng.shuffle(batches)
+    await asyncio.gather(
+        *(replicas[n % 2].apply(batch[::-1], NOW) for n, batch in enumerate(batches))
+    )
+    reference = await stores.new()
+    await reference.apply(changes, NOW)
+    ids = sorted({c.task_id for c in changes})
+    assert await snapshot(replicas[0], ids) == await snapshot(reference, ids)
