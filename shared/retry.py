@@ -108,7 +108,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, hint: float | None = None) -> float:
         """The pause after failed attempt `attempt` (1-based); a peer's hint wins if longer."""
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         pause = ceiling * (1 - self.jitter) + random.uniform(0, ceiling * self.jitter)
         return max(pause, hint or 0.0)
 

@@ -108,11 +108,14 @@ class Service:
                 raise Malformed(f"{contract.__name__}: {exc}") from None
 
         def register(func: Handler[C]) -> Handler[C]:
-            async def handle(body: Any, message: RabbitMessage) -> Any:
+            async def handle(body: Any) -> Any:
+                # Taken from the context rather than as a parameter: a `message` parameter
+                # costs a trip through a thread pool for every delivery.
+                message = self.broker.context.get_local("message")
                 return await self._run_reliably(func, body, message, queue_name)
 
             # FastStream reads the body's type from the annotations (for AsyncAPI, too).
-            handle.__annotations__ = {"body": contract, "message": RabbitMessage}
+            handle.__annotations__ = {"body": contract}
             handle.__name__ = func.__name__
             handle.__doc__ = func.__doc__
             self.broker.subscriber(

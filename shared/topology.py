@@ -105,13 +105,14 @@ class Topology:
         }
         if spec.message_ttl_ms is not None:
             arguments["x-message-ttl"] = spec.message_ttl_ms
-        return RabbitQueue(
+        queue: RabbitQueue = RabbitQueue(  # type: ignore[call-overload]
             name,
             queue_type=QueueType.QUORUM,
             durable=True,
             routing_key=spec.routing_key,
-            arguments=arguments,  # type: ignore[arg-type]
+            arguments=arguments,
         )
+        return queue
 
     def dead_letter_queue(self, service: str) -> RabbitQueue:
         return RabbitQueue(

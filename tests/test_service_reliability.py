@@ -90,7 +90,9 @@ def dlq(toy: Toy) -> str:
     return toy.service.names.dead_letter_queue("toy")
 
 
-async def test_a_chore_is_done_once_and_acked(toy: Toy, amqp: aio_pika.abc.AbstractConnection) -> None:
+async def test_a_chore_is_done_once_and_acked(
+    toy: Toy, amqp: aio_pika.abc.AbstractConnection
+) -> None:
     await send(toy, Chore(chore_id="c1"))
     await eventually(lambda: toy.done == ["c1"])
     await asyncio.sleep(0.2)
@@ -114,8 +116,9 @@ async def test_spent_budget_parks_the_message_and_it_comes_back(toy: Toy) -> Non
 async def test_after_the_last_parking_it_is_dead_lettered_and_the_item_failed(
     toy: Toy, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
-    chore = Chore(chore_id="c4", task_id="task-4", item_key="dataset-a", fail="transient",
-                  fail_times=100)
+    chore = Chore(
+        chore_id="c4", task_id="task-4", item_key="dataset-a", fail="transient", fail_times=100
+    )
     await send(toy, chore)
     [dead] = await drain(amqp, dlq(toy), expect=1, timeout=15)
     # 2 attempts per delivery x (1 delivery + 2 parkings) and not one more.

@@ -46,7 +46,9 @@ class TrackerProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "services.task_tracker"],
-                env=environment(self.settings), stdout=out, stderr=out,
+                env=environment(self.settings),
+                stdout=out,
+                stderr=out,
             )
         url = f"http://127.0.0.1:{self.settings.http_port}/readyz"
 
@@ -81,7 +83,11 @@ async def settings(
     if request.param == "postgres" and not await postgres_available():
         pytest.skip("PostgreSQL is not reachable at FERRY_TEST_POSTGRES_URL")
     settings = tracker_settings(
-        base_settings, request.param, tmp_path, http_port=free_port(), batch_size=128,
+        base_settings,
+        request.param,
+        tmp_path,
+        http_port=free_port(),
+        batch_size=128,
         log_level="WARNING",
     )
     yield settings
@@ -101,8 +107,12 @@ async def test_a_tracker_killed_mid_batch_loses_and_doubles_nothing(
     await tracker.start()
     try:
         updates = [
-            TaskUpdate(task_id="crash", status="RUNNING", end_value=ITEMS,
-                       items=[ItemOutcome(item_key=f"item-{i}", outcome="SUCCESS")])
+            TaskUpdate(
+                task_id="crash",
+                status="RUNNING",
+                end_value=ITEMS,
+                items=[ItemOutcome(item_key=f"item-{i}", outcome="SUCCESS")],
+            )
             for i in range(ITEMS)
         ]
         publishing = asyncio.create_task(publish_many(settings.amqp_url, names, updates))
@@ -113,7 +123,9 @@ async def test_a_tracker_killed_mid_batch_loses_and_doubles_nothing(
                 return reply.task.items_total if reply.task else 0
 
             await eventually(lambda: _at_least(items_done, ITEMS // 5), timeout=60, interval=0.01)
+            before_kill = await items_done()
             tracker.kill()
+            assert before_kill < ITEMS  # killed mid-stream, with work in flight
             await publishing
             await tracker.start()
             await eventually(lambda: _at_least(items_done, ITEMS), timeout=90, interval=0.2)
@@ -139,7 +151,10 @@ async def _at_least(count: Callable[[], Awaitable[int]], target: int) -> bool:
 async def _dead_letters(settings: TrackerSettings) -> int:
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
-        got = await drain(connection, Names(settings.namespace).dead_letter_queue("task_tracker"),
-                          expect=1, timeout=0.5)
+        got = await drain(
+            connection,
+            Names(settings.namespace).dead_letter_queue("task_tracker"),
+            expect=1,
+            timeout=0.5,
+        )
     return len(got)
-

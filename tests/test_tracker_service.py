@@ -20,11 +20,11 @@ from shared.contracts.tasks import (
     ItemOutcome,
     TaskCancel,
     TaskCancelled,
-    TaskChanged,
     TaskGet,
     TaskGetReply,
     TaskList,
     TaskListReply,
+    TasksChanged,
     TaskSubmit,
     TaskUpdate,
     TaskView,
@@ -47,7 +47,11 @@ async def settings(
     if request.param == "postgres" and not await postgres_available():
         pytest.skip("PostgreSQL is not reachable at FERRY_TEST_POSTGRES_URL")
     settings = tracker_settings(
-        base_settings, request.param, tmp_path, sweep_interval=3600.0, stall_after=0.3,
+        base_settings,
+        request.param,
+        tmp_path,
+        sweep_interval=3600.0,
+        stall_after=0.3,
         give_up_after=1.5,
     )
     yield settings
@@ -119,22 +123,35 @@ async def test_submit_records_the_task_and_publishes_its_command(
     tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
     worker = await Listener.bind(amqp, tracker.service.names.exchange, "hf.datasets.collect")
-    await send(tracker, TaskSubmit(
-        task_id="sync-1", kind="hf.sync", name="Sync HF datasets", params={"mode": "all"},
-        command=DrivingCommand(routing_key="hf.datasets.collect", body={"mode": "all"}),
-    ))
+    await send(
+        tracker,
+        TaskSubmit(
+            task_id="sync-1",
+            kind="hf.sync",
+            name="Sync HF datasets",
+            params={"mode": "all"},
+            command=DrivingCommand(routing_key="hf.datasets.collect", body={"mode": "all"}),
+        ),
+    )
     await eventually(lambda: worker.bodies)
     assert msgspec.json.decode(worker.bodies[0]) == {"mode": "all", "task_id": "sync-1"}
     task = await eventually(task_getter(client, "sync-1"))
     assert (task.status, task.kind, task.name, task.params) == (
-        "QUEUED", "hf.sync", "Sync HF datasets", {"mode": "all"}
+        "QUEUED",
+        "hf.sync",
+        "Sync HF datasets",
+        {"mode": "all"},
     )
     assert (task.driver, task.drive_attempts) == ("hf.datasets.collect", 1)
     # A redelivered submit changes nothing and does not drive the task twice.
-    await send(tracker, TaskSubmit(
-        task_id="sync-1", kind="hf.sync",
-        command=DrivingCommand(routing_key="hf.datasets.collect", body={"mode": "all"}),
-    ))
+    await send(
+        tracker,
+        TaskSubmit(
+            task_id="sync-1",
+            kind="hf.sync",
+            command=DrivingCommand(routing_key="hf.datasets.collect", body={"mode": "all"}),
+        ),
+    )
     await asyncio.sleep(0.3)
     assert len(worker.bodies) == 1
 
@@ -144,17 +161,30 @@ async def test_updates_merge_into_progress_items_and_events(
 ) -> None:
     watcher = await Listener.bind(amqp, tracker.service.names.exchange, "tasks.changed")
     await send(tracker, TaskSubmit(task_id="t1", kind="demo", submitted_at=T0))
-    await send(tracker, TaskUpdate(
-        task_id="t1", status="RUNNING", end_value=3, progress_message="collecting",
-        items=[ItemOutcome(item_key="a", outcome="SUCCESS"),
-               ItemOutcome(item_key="b", outcome="ERRORED", message="404")],
-        observed_at=T0 + timedelta(seconds=1),
-    ))
-    await send(tracker, TaskUpdate(
-        task_id="t1", status="SUCCESS", result={"datasets": 2},
-        items=[ItemOutcome(item_key="c", outcome="SKIPPED")],
-        observed_at=T0 + timedelta(seconds=2),
-    ))
+    await send(
+        tracker,
+        TaskUpdate(
+            task_id="t1",
+            status="RUNNING",
+            end_value=3,
+            progress_message="collecting",
+            items=[
+                ItemOutcome(item_key="a", outcome="SUCCESS"),
+                ItemOutcome(item_key="b", outcome="ERRORED", message="404"),
+            ],
+            observed_at=T0 + timedelta(seconds=1),
+        ),
+    )
+    await send(
+        tracker,
+        TaskUpdate(
+            task_id="t1",
+            status="SUCCESS",
+            result={"datasets": 2},
+            items=[ItemOutcome(item_key="c", outcome="SKIPPED")],
+            observed_at=T0 + timedelta(seconds=2),
+        ),
+    )
     # Late and out of order: must not move the task backwards.
     await send(tracker, TaskUpdate(task_id="t1", status="RUNNING", observed_at=T0))
     await eventually(status_is(client, "t1", "SUCCESS"))
@@ -163,20 +193,28 @@ async def test_updates_merge_into_progress_items_and_events(
     task = reply.task
     assert task is not None
     assert (task.status, task.progress_value, task.end_value, task.result) == (
-        "SUCCESS", 3, 3, {"datasets": 2}
+        "SUCCESS",
+        3,
+        3,
+        {"datasets": 2},
     )
     assert (task.items_total, task.items_succeeded, task.items_failed, task.items_skipped) == (
-        3, 1, 1, 1
+        3,
+        1,
+        1,
+        1,
     )
     assert task.started_at == T0  # the earliest RUNNING report, even if it came last
     assert task.ended_at == T0 + timedelta(seconds=2)
     assert sorted((i.item_key, i.outcome) for i in reply.items) == [
-        ("a", "SUCCESS"), ("b", "ERRORED"), ("c", "SKIPPED")
+        ("a", "SUCCESS"),
+        ("b", "ERRORED"),
+        ("c", "SKIPPED"),
     ]
     # Watchers saw the whole task each time, ending with its final state.
-    events = watcher.decoded(TaskChanged)
-    assert events and events[-1].task.status == "SUCCESS"
-    assert all(e.task.id == "t1" for e in events)
+    events = watcher.decoded(TasksChanged)
+    assert events and events[-1].tasks[-1].status == "SUCCESS"
+    assert all(t.id == "t1" for e in events for t in e.tasks)
 
 
 async def test_iaso_documentation_aliases_are_accepted(
@@ -192,8 +230,14 @@ async def test_list_filters_by_status_and_kind_and_pages(
     tracker: TaskTracker, client: Requester
 ) -> None:
     for i in range(7):
-        await send(tracker, TaskSubmit(task_id=f"l{i}", kind="even" if i % 2 == 0 else "odd",
-                                       submitted_at=T0 + timedelta(minutes=i)))
+        await send(
+            tracker,
+            TaskSubmit(
+                task_id=f"l{i}",
+                kind="even" if i % 2 == 0 else "odd",
+                submitted_at=T0 + timedelta(minutes=i),
+            ),
+        )
     await send(tracker, TaskUpdate(task_id="l0", status="RUNNING"))
 
     async def all_listed() -> bool:
@@ -220,9 +264,10 @@ async def test_cancel_flags_the_task_and_tells_the_workers(
 ) -> None:
     workers = await Listener.bind(amqp, tracker.service.names.exchange, "tasks.cancelled")
     await Listener.bind(amqp, tracker.service.names.exchange, "demo.work.do")
-    await send(tracker, TaskSubmit(
-        task_id="c1", kind="demo", command=DrivingCommand(routing_key="demo.work.do")
-    ))
+    await send(
+        tracker,
+        TaskSubmit(task_id="c1", kind="demo", command=DrivingCommand(routing_key="demo.work.do")),
+    )
     await send(tracker, TaskUpdate(task_id="c1", status="RUNNING"))
     await eventually(status_is(client, "c1", "RUNNING"))
     await send(tracker, TaskCancel(task_id="c1", reason="operator asked"))
@@ -243,9 +288,10 @@ async def test_cancel_flags_the_task_and_tells_the_workers(
 async def test_a_task_whose_driver_is_missing_waits_then_is_driven_by_the_sweep(
     tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
-    await send(tracker, TaskSubmit(
-        task_id="s1", kind="demo", command=DrivingCommand(routing_key="late.work.do")
-    ))
+    await send(
+        tracker,
+        TaskSubmit(task_id="s1", kind="demo", command=DrivingCommand(routing_key="late.work.do")),
+    )
     task = await eventually(task_getter(client, "s1"))
     assert (task.status, task.drive_attempts) == ("QUEUED", 0)  # nobody to take the command
     worker = await Listener.bind(amqp, tracker.service.names.exchange, "late.work.do")
@@ -260,13 +306,15 @@ async def test_the_sweep_gives_up_on_a_silent_task_and_kills_unconfirmed_cancels
     tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
     await Listener.bind(amqp, tracker.service.names.exchange, "quiet.work.do")
-    await send(tracker, TaskSubmit(
-        task_id="g1", kind="demo", command=DrivingCommand(routing_key="quiet.work.do")
-    ))
+    await send(
+        tracker,
+        TaskSubmit(task_id="g1", kind="demo", command=DrivingCommand(routing_key="quiet.work.do")),
+    )
     await send(tracker, TaskUpdate(task_id="g1", status="RUNNING"))
-    await send(tracker, TaskSubmit(
-        task_id="g2", kind="demo", command=DrivingCommand(routing_key="quiet.work.do")
-    ))
+    await send(
+        tracker,
+        TaskSubmit(task_id="g2", kind="demo", command=DrivingCommand(routing_key="quiet.work.do")),
+    )
     await send(tracker, TaskCancel(task_id="g2"))
     await eventually(status_is(client, "g1", "RUNNING"))
     await asyncio.sleep(tracker.settings.stall_after + 0.1)
@@ -283,7 +331,9 @@ async def test_bad_messages_are_dead_lettered_and_the_tracker_keeps_serving(
     tracker: TaskTracker, client: Requester, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
     names = tracker.service.names
-    await publish(tracker.service.broker, names, b'{"status": "RUNNING"}', routing_key="tasks.update")
+    await publish(
+        tracker.service.broker, names, b'{"status": "RUNNING"}', routing_key="tasks.update"
+    )
     await publish(tracker.service.broker, names, b"\xff\xfe", routing_key="tasks.submit")
     dead = await drain(amqp, names.dead_letter_queue("task_tracker"), expect=2)
     assert {d.headers[ERROR_KIND_HEADER] for d in dead} == {"malformed"}

@@ -32,11 +32,11 @@ from services.task_tracker.store import TaskStore, open_store
 from shared.contracts.tasks import (
     TaskCancel,
     TaskCancelled,
-    TaskChanged,
     TaskGet,
     TaskGetReply,
     TaskList,
     TaskListReply,
+    TasksChanged,
     TaskStatus,
     TaskSubmit,
     TaskUpdate,
@@ -133,7 +133,7 @@ class TaskTracker:
             await self.store.save_tracker_changes(driven)
             records = _replace(records, driven)
         await asyncio.gather(
-            *(self._announce(r) for r in records),
+            self._announce(records),
             *(
                 self._publish_event(TaskCancelled(task_id=task_id, reason=reason))
                 for task_id, reason in cancelled.items()
@@ -168,10 +168,10 @@ class TaskTracker:
             driven.append(mark_driven(record, now))
         return driven
 
-    async def _announce(self, record: TaskRecord) -> None:
-        await self._publish_event(TaskChanged(task=record.to_view()))
+    async def _announce(self, records: Sequence[TaskRecord]) -> None:
+        await self._publish_event(TasksChanged(tasks=[r.to_view() for r in records]))
 
-    async def _publish_event(self, event: TaskChanged | TaskCancelled) -> None:
+    async def _publish_event(self, event: TasksChanged | TaskCancelled) -> None:
         await publish(self.service.broker, self.service.names, event, mandatory=False)
 
     # -- the sweep ----------------------------------------------------------------------
@@ -211,7 +211,7 @@ class TaskTracker:
         changed.extend(await self._drive(to_redrive))
         if changed:
             await self.store.save_tracker_changes(changed)
-            await asyncio.gather(*(self._announce(r) for r in changed))
+            await self._announce(changed)
             self.log.info("sweep changed tasks", extra={"count": len(changed)})
         return len(changed)
 

@@ -7,11 +7,11 @@ from shared.contracts.tasks import (
     ItemView,
     TaskCancel,
     TaskCancelled,
-    TaskChanged,
     TaskGet,
     TaskGetReply,
     TaskList,
     TaskListReply,
+    TasksChanged,
     TaskStatus,
     TaskSubmit,
     TaskUpdate,
@@ -21,18 +21,24 @@ from shared.contracts.tasks import (
 # Every contract a routing key carries: `ferry publish` validates against it.
 BY_ROUTING_KEY: dict[str, type[Contract]] = {
     c.ROUTING_KEY: c
-    for c in (TaskSubmit, TaskUpdate, TaskCancel, TaskCancelled, TaskChanged, TaskGet, TaskList)
+    for c in (TaskSubmit, TaskUpdate, TaskCancel, TaskCancelled, TasksChanged, TaskGet, TaskList)
+}
+
+# The answer each request/reply routing key gets (on `reply_to`).
+REPLIES: dict[str, type[Contract]] = {
+    TaskGet.ROUTING_KEY: TaskGetReply,
+    TaskList.ROUTING_KEY: TaskListReply,
 }
 
 __all__ = [
     "BY_ROUTING_KEY",
+    "REPLIES",
     "Contract",
     "DrivingCommand",
     "ItemOutcome",
     "ItemView",
     "TaskCancel",
     "TaskCancelled",
-    "TaskChanged",
     "TaskGet",
     "TaskGetReply",
     "TaskList",
@@ -41,5 +47,6 @@ __all__ = [
     "TaskSubmit",
     "TaskUpdate",
     "TaskView",
+    "TasksChanged",
     "json_schema",
 ]

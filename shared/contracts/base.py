@@ -45,17 +45,25 @@ class Contract(msgspec.Struct, kw_only=True, forbid_unknown_fields=False, omit_d
 
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        # pydantic rejects `$ref`s it did not make itself, so nested structs are inlined.
         return json_schema(cls)
 
 
 def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
-    """A self-contained JSON schema (nested definitions inlined under `$defs`)."""
-    (ref,), defs = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
-    name = ref["$ref"].rsplit("/", 1)[-1]
-    schema = dict(defs.pop(name))
-    if defs:
-        schema["$defs"] = defs
-    return schema
+    """A self-contained JSON schema of `struct`, nested structs inlined (no `$ref`)."""
+    (ref,), defs = msgspec.json.schema_components([struct], ref_template="{name}")
+    inlined: dict[str, Any] = _inline(ref, defs)
+    return inlined
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if set(node) == {"$ref"}:
+            return _inline(defs[node["$ref"]], defs)
+        return {key: _inline(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(value, defs) for value in node]
+    return node
 
 
 class ErrorReply(Contract, kw_only=True):

@@ -139,12 +139,16 @@ class ItemView(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     observed_at: datetime
 
 
-class TaskChanged(Contract, kw_only=True):
-    """Published after every committed change of a task: the whole task, not a delta."""
+class TasksChanged(Contract, kw_only=True):
+    """Published after every commit: each task the commit touched, whole (state, not deltas).
+
+    One event per commit rather than per task: under load a commit touches many tasks, and
+    a watcher of one task simply skips the others.
+    """
 
     ROUTING_KEY: ClassVar[str] = "tasks.changed"
 
-    task: TaskView
+    tasks: list[TaskView]
 
 
 class TaskGet(Contract, kw_only=True):

@@ -37,7 +37,9 @@ def rabbitmq_url() -> Iterator[str]:
         yield f"amqp://guest:guest@{host}:{port}/"
 
 
-async def delete_namespace(url: str, namespace: str, queues: list[str], exchanges: list[str]) -> None:
+async def delete_namespace(
+    url: str, namespace: str, queues: list[str], exchanges: list[str]
+) -> None:
     """Remove what a test declared, so the shared broker does not fill up."""
     connection = await aio_pika.connect(url)
     async with connection:

@@ -1,0 +1,326 @@
+"""Task tracker throughput and latency, each beside raw aio-pika measured in the same run.
+
+    python bench/tracker.py [--updates 20000] [--rate 1000] [--seconds 5] [--backend sqlite]
+
+1. Applied-update rate: N task updates (each a new item of one of 50 tasks) published with
+   confirms; the clock stops when every item is visible through `tasks.get`. Baseline: the
+   same bodies published to a quorum queue and consumed with acks by a bare aio-pika consumer.
+2. Publish-to-visible latency at a fixed offered rate: each update is the first news of its
+   own task; it is visible when the tracker's `tasks.changed` event for that task arrives
+   (published only after the commit). Baseline: publish-to-consume latency of bare aio-pika.
+
+The machine is shared and noisy, so the ratios matter more than the absolute figures.
+Goals: applied rate >= 0.5 x raw; p99 publish-to-visible < 50 ms at 1,000 updates/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import fields
+from pathlib import Path
+
+import aio_pika
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services.task_tracker.app import TaskTracker
+from services.task_tracker.settings import TrackerSettings
+from shared.contracts.tasks import (
+    ItemOutcome,
+    TaskGet,
+    TaskGetReply,
+    TasksChanged,
+    TaskUpdate,
+)
+from shared.messaging import Requester
+from shared.settings import BaseSettings
+from shared.topology import Names
+
+TASKS = 50
+IN_FLIGHT = 256
+
+
+def updates(count: int, prefix: str) -> list[TaskUpdate]:
+    return [
+        TaskUpdate(
+            task_id=f"{prefix}-{i % TASKS}",
+            status="RUNNING",
+            progress_message=f"item {i}",
+            items=[ItemOutcome(item_key=f"item-{i}", outcome="SUCCESS")],
+        )
+        for i in range(count)
+    ]
+
+
+async def publish_all(
+    exchange: aio_pika.abc.AbstractExchange, bodies: list[tuple[str, bytes]]
+) -> None:
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(routing_key: str, body: bytes) -> None:
+        async with gate:
+            await exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=routing_key,
+                mandatory=True,
+            )
+
+    await asyncio.gather(*(one(k, b) for k, b in bodies))
+
+
+async def paced(rate: float, seconds: float, send: Callable[[int], Awaitable[None]]) -> int:
+    """Call `send(i)` at `rate` per second for `seconds`, without waiting for each call."""
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    pending: set[asyncio.Task[None]] = set()
+    for i in range(total):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(send(i))  # type: ignore[arg-type]
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+# -- raw aio-pika ---------------------------------------------------------------------
+
+
+async def raw_rate(url: str, names: Names, bodies: list[bytes]) -> float:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(on_return_raises=True)
+        await channel.set_qos(prefetch_count=512)
+        queue = await channel.declare_queue(
+            names("bench.raw"), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind("amq.direct", names("bench.raw"))
+        exchange = await channel.get_exchange("amq.direct")
+        done = asyncio.Event()
+        consumed = 0
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal consumed
+            msgspec.json.decode(message.body, type=TaskUpdate)  # a consumer decodes its input
+            await message.ack()
+            consumed += 1
+            if consumed == len(bodies):
+                done.set()
+
+        await queue.consume(on_message)
+        started = time.perf_counter()
+        await publish_all(exchange, [(names("bench.raw"), b) for b in bodies])
+        await done.wait()
+        elapsed = time.perf_counter() - started
+        await queue.delete(if_unused=False, if_empty=False)
+    return len(bodies) / elapsed
+
+
+async def raw_latency(url: str, names: Names, rate: float, seconds: float) -> list[float]:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(on_return_raises=True)
+        await channel.set_qos(prefetch_count=512)
+        queue = await channel.declare_queue(
+            names("bench.raw-latency"), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind("amq.direct", names("bench.raw-latency"))
+        exchange = await channel.get_exchange("amq.direct")
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            update = msgspec.json.decode(message.body, type=TaskUpdate)
+            await message.ack()
+            latencies.append(time.perf_counter() - sent[update.task_id])
+
+        await queue.consume(on_message)
+
+        async def send(i: int) -> None:
+            update = TaskUpdate(task_id=f"raw-{i}", status="RUNNING")
+            sent[update.task_id] = time.perf_counter()
+            await exchange.publish(
+                aio_pika.Message(update.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=names("bench.raw-latency"),
+                mandatory=True,
+            )
+
+        total = await paced(rate, seconds, send)
+        while len(latencies) < total:
+            await asyncio.sleep(0.01)
+        await queue.delete(if_unused=False, if_empty=False)
+    return latencies
+
+
+# -- the tracker ----------------------------------------------------------------------
+
+
+async def tracker_rate(tracker: TaskTracker, bodies: list[bytes], expected: int) -> float:
+    """Publish everything; stop the clock when `tasks.get` shows every item applied.
+
+    The tracker's own `tasks.changed` events tell when to look, so polling does not load
+    the tracker while it works; the final look is a real `tasks.get` of every task.
+    """
+    settings = tracker.settings
+    names = tracker.service.names
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection, Requester(settings.amqp_url, names) as client:
+        channel = await connection.channel(on_return_raises=True)
+        exchange = await channel.get_exchange(names.exchange, ensure=False)
+        events = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await events.bind(names.exchange, "tasks.changed")
+        items: dict[str, int] = {}
+        all_seen = asyncio.Event()
+
+        async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            for task in msgspec.json.decode(message.body, type=TasksChanged).tasks:
+                items[task.id] = max(items.get(task.id, 0), task.items_total)
+            if sum(items.values()) >= expected:
+                all_seen.set()
+
+        await events.consume(on_event, no_ack=True)
+        started = time.perf_counter()
+        await publish_all(exchange, [("tasks.update", b) for b in bodies])
+        await all_seen.wait()
+        replies = await asyncio.gather(
+            *(client.request(TaskGet(task_id=f"rate-{t}"), TaskGetReply) for t in range(TASKS))
+        )
+        elapsed = time.perf_counter() - started
+        visible = sum(r.task.items_total for r in replies if r.task)
+        assert visible == expected, f"{visible} of {expected} updates visible"
+    return expected / elapsed
+
+
+async def tracker_latency(tracker: TaskTracker, rate: float, seconds: float) -> list[float]:
+    settings = tracker.settings
+    names = tracker.service.names
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(on_return_raises=True)
+        exchange = await channel.get_exchange(names.exchange, ensure=False)
+        events = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await events.bind(names.exchange, "tasks.changed")
+        sent: dict[str, float] = {}
+        latencies: dict[str, float] = {}
+
+        async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            now = time.perf_counter()
+            for task in msgspec.json.decode(message.body, type=TasksChanged).tasks:
+                if task.id in sent and task.id not in latencies:
+                    latencies[task.id] = now - sent[task.id]
+
+        await events.consume(on_event, no_ack=True)
+
+        async def send(i: int) -> None:
+            update = TaskUpdate(task_id=f"lat-{i}", status="RUNNING")
+            sent[update.task_id] = time.perf_counter()
+            await exchange.publish(
+                aio_pika.Message(update.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key="tasks.update",
+                mandatory=True,
+            )
+
+        total = await paced(rate, seconds, send)
+        deadline = time.perf_counter() + 30
+        while len(latencies) < total and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        # Spot-check that "event received" really means "visible through tasks.get".
+        async with Requester(settings.amqp_url, names) as client:
+            for i in range(0, total, max(1, total // 20)):
+                reply = await client.request(TaskGet(task_id=f"lat-{i}"), TaskGetReply)
+                assert reply.task is not None and reply.task.status == "RUNNING"
+    return list(latencies.values())
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--updates", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+
+    base = BaseSettings.from_env()
+    namespace = "bench" + uuid.uuid4().hex[:6]
+    names = Names(namespace)
+    with tempfile.TemporaryDirectory() as tmp:
+        database = (
+            {"database_url": args.postgres_url, "table_prefix": f"{namespace}_"}
+            if args.backend == "postgres"
+            else {"database_url": f"sqlite:///{tmp}/tasks.db"}
+        )
+        common = {f.name: getattr(base, f.name) for f in fields(BaseSettings)}
+        settings = TrackerSettings(
+            **{  # type: ignore[arg-type]
+                **common,
+                **database,
+                "namespace": namespace,
+                "http_port": 0,
+                "log_level": "WARNING",
+                "sweep_interval": 3600.0,
+            }
+        )
+        bodies = [u.encode() for u in updates(args.updates, "rate")]
+
+        raw = await raw_rate(base.amqp_url, names, bodies)
+        tracker = TaskTracker(settings)
+        await tracker.service.app.start()
+        try:
+            applied = await tracker_rate(tracker, bodies, args.updates)
+            raw_lat = await raw_latency(base.amqp_url, names, args.rate, args.seconds)
+            lat = await tracker_latency(tracker, args.rate, args.seconds)
+        finally:
+            await tracker.service.app.stop()
+            await _delete_namespace(base.amqp_url, tracker)
+
+    ms = 1000.0
+    print(f"backend: {args.backend}, updates: {args.updates}, tasks: {TASKS}")
+    print(f"raw aio-pika publish+consume:      {raw:10.0f} msg/s")
+    print(f"tracker applied (visible via get): {applied:10.0f} updates/s")
+    print(f"ratio applied/raw:                 {applied / raw:10.2f}   (goal >= 0.50)")
+    print(f"at {args.rate:.0f} updates/s for {args.seconds:g}s:")
+    print(
+        f"  raw publish->consume   p50 {percentile(raw_lat, 50) * ms:6.1f} ms"
+        f"  p99 {percentile(raw_lat, 99) * ms:6.1f} ms"
+    )
+    print(
+        f"  tracker publish->visible p50 {percentile(lat, 50) * ms:6.1f} ms"
+        f"  p99 {percentile(lat, 99) * ms:6.1f} ms   (goal p99 < 50 ms)"
+    )
+    print(f"  ratio p99 tracker/raw: {percentile(lat, 99) / percentile(raw_lat, 99):.2f}")
+
+
+async def _delete_namespace(url: str, tracker: TaskTracker) -> None:
+    names = tracker.service.names
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for spec in tracker.service.queues:
+            await channel.queue_delete(names.queue(spec.service, spec.purpose))
+        await channel.queue_delete(names.dead_letter_queue("task_tracker"))
+        for seconds in tracker.settings.park_delays:
+            await channel.queue_delete(names.parking_queue(seconds))
+        for exchange in (names.exchange, names.dead_letter_exchange, names.retry_exchange):
+            await channel.exchange_delete(exchange)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""One package per Ferry service, plus the `ferry` CLI."""

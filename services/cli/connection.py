@@ -1,0 +1,82 @@
+"""Opening the broker for one command, with the connection failures turned into `CliError`s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import aio_pika
+import aio_pika.abc
+import aiormq
+from faststream.rabbit import RabbitBroker
+
+from services.cli.errors import CliError
+from shared.messaging import Requester, make_broker
+from shared.settings import BaseSettings
+from shared.topology import Names
+
+CONNECT_TIMEOUT = 5.0
+
+
+def where(settings: BaseSettings) -> str:
+    """host:port of the broker, for messages (never the credentials)."""
+    parts = urlsplit(settings.amqp_url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 5672}"
+
+
+def unreachable(settings: BaseSettings, exc: BaseException) -> CliError:
+    return CliError(f"cannot reach RabbitMQ at {where(settings)}: {exc or type(exc).__name__}")
+
+
+def missing_exchange(names: Names) -> CliError:
+    return CliError(
+        f"exchange {names.exchange!r} does not exist"
+        f" (is a service running{' in namespace ' + names.namespace if names.namespace else ''}?)"
+    )
+
+
+@asynccontextmanager
+async def broker(settings: BaseSettings) -> AsyncIterator[RabbitBroker]:
+    """A connected FastStream broker with Ferry's publishing guarantees (confirms, mandatory)."""
+    rabbit = make_broker(settings, service="ferry-cli")
+    try:
+        await rabbit.connect()
+    except (OSError, aiormq.exceptions.AMQPError) as exc:
+        raise unreachable(settings, exc) from None
+    try:
+        yield rabbit
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        raise missing_exchange(Names(settings.namespace)) from None
+    finally:
+        await rabbit.stop()
+
+
+@asynccontextmanager
+async def connection(
+    settings: BaseSettings,
+) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+    """A plain aio-pika connection, for what FastStream does not do (peeking, private queues)."""
+    try:
+        conn = await aio_pika.connect_robust(settings.amqp_url, timeout=CONNECT_TIMEOUT)
+    except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
+        raise unreachable(settings, exc) from None
+    async with conn:
+        yield conn
+
+
+@asynccontextmanager
+async def requester(settings: BaseSettings) -> AsyncIterator[Requester]:
+    names = Names(settings.namespace)
+    client = Requester(settings.amqp_url, names)
+    try:
+        await client.connect()
+    except (OSError, aiormq.exceptions.AMQPError) as exc:
+        await client.close()
+        raise unreachable(settings, exc) from None
+    try:
+        yield client
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        raise missing_exchange(names) from None
+    finally:
+        await client.close()
