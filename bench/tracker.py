@@ -3,11 +3,13 @@
     python bench/tracker.py [--updates 20000] [--rate 1000] [--seconds 5] [--backend sqlite]
 
 1. Applied-update rate: N task updates (each a new item of one of 50 tasks) published with
-   confirms; the clock stops when every item is visible through `tasks.get`. Baseline: the
-   same bodies published to a quorum queue and consumed with acks by a bare aio-pika consumer.
-2. Publish-to-visible latency at a fixed offered rate: each update is the first news of its
-   own task; it is visible when the tracker's `tasks.changed` event for that task arrives
-   (published only after the commit). Baseline: publish-to-consume latency of bare aio-pika.
+   confirms to a tracker process; the clock stops when every item is visible through
+   `tasks.get`. Baseline: the same bodies published the same way to a quorum queue and
+   consumed (decoded, acked) by a bare aio-pika consumer process.
+2. Publish-to-visible latency at a fixed offered rate, against a tracker running as its own
+   process (as deployed): each update is the first news of its own task; it is visible when
+   the tracker's `tasks.changed` event for that task arrives (published only after the
+   commit). Baseline: publish-to-consume latency of bare aio-pika.
 
 The machine is shared and noisy, so the ratios matter more than the absolute figures.
 Goals: applied rate >= 0.5 x raw; p99 publish-to-visible < 50 ms at 1,000 updates/s.
@@ -17,19 +19,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import socket
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import fields
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import aio_pika
+import httpx
 import msgspec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from services.task_tracker.app import TaskTracker
 from services.task_tracker.settings import TrackerSettings
@@ -104,15 +111,40 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def raw_rate(url: str, names: Names, bodies: list[bytes]) -> float:
+    """A bare aio-pika consumer in its own process: decode, ack, nothing else."""
+    queue = names("bench.raw")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "raw-consumer",
+        url,
+        queue,
+        str(len(bodies)),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert (await process.stdout.readline()).strip() == b"ready"
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(on_return_raises=True)
+        exchange = await channel.get_exchange("amq.direct")
+        started = time.perf_counter()
+        await publish_all(exchange, [(queue, b) for b in bodies])
+        await process.wait()
+        elapsed = time.perf_counter() - started
+        await channel.queue_delete(queue)
+    return len(bodies) / elapsed
+
+
+async def raw_consumer(url: str, queue_name: str, count: int) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
         await channel.set_qos(prefetch_count=512)
         queue = await channel.declare_queue(
-            names("bench.raw"), durable=True, arguments={"x-queue-type": "quorum"}
+            queue_name, durable=True, arguments={"x-queue-type": "quorum"}
         )
-        await queue.bind("amq.direct", names("bench.raw"))
-        exchange = await channel.get_exchange("amq.direct")
+        await queue.bind("amq.direct", queue_name)
         done = asyncio.Event()
         consumed = 0
 
@@ -121,16 +153,12 @@ async def raw_rate(url: str, names: Names, bodies: list[bytes]) -> float:
             msgspec.json.decode(message.body, type=TaskUpdate)  # a consumer decodes its input
             await message.ack()
             consumed += 1
-            if consumed == len(bodies):
+            if consumed == count:
                 done.set()
 
         await queue.consume(on_message)
-        started = time.perf_counter()
-        await publish_all(exchange, [(names("bench.raw"), b) for b in bodies])
+        print("ready", flush=True)
         await done.wait()
-        elapsed = time.perf_counter() - started
-        await queue.delete(if_unused=False, if_empty=False)
-    return len(bodies) / elapsed
 
 
 async def raw_latency(url: str, names: Names, rate: float, seconds: float) -> list[float]:
@@ -172,14 +200,13 @@ async def raw_latency(url: str, names: Names, rate: float, seconds: float) -> li
 # -- the tracker ----------------------------------------------------------------------
 
 
-async def tracker_rate(tracker: TaskTracker, bodies: list[bytes], expected: int) -> float:
+async def tracker_rate(settings: TrackerSettings, bodies: list[bytes], expected: int) -> float:
     """Publish everything; stop the clock when `tasks.get` shows every item applied.
 
     The tracker's own `tasks.changed` events tell when to look, so polling does not load
     the tracker while it works; the final look is a real `tasks.get` of every task.
     """
-    settings = tracker.settings
-    names = tracker.service.names
+    names = Names(settings.namespace)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection, Requester(settings.amqp_url, names) as client:
         channel = await connection.channel(on_return_raises=True)
@@ -208,9 +235,8 @@ async def tracker_rate(tracker: TaskTracker, bodies: list[bytes], expected: int)
     return expected / elapsed
 
 
-async def tracker_latency(tracker: TaskTracker, rate: float, seconds: float) -> list[float]:
-    settings = tracker.settings
-    names = tracker.service.names
+async def tracker_latency(settings: TrackerSettings, rate: float, seconds: float) -> list[float]:
+    names = Names(settings.namespace)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel(on_return_raises=True)
@@ -280,16 +306,16 @@ async def main() -> None:
         )
         bodies = [u.encode() for u in updates(args.updates, "rate")]
 
+        # Each consumer runs in its own process, as deployed; the publisher runs here.
         raw = await raw_rate(base.amqp_url, names, bodies)
-        tracker = TaskTracker(settings)
-        await tracker.service.app.start()
         try:
-            applied = await tracker_rate(tracker, bodies, args.updates)
+            async with tracker_process(settings):
+                applied = await tracker_rate(settings, bodies, args.updates)
             raw_lat = await raw_latency(base.amqp_url, names, args.rate, args.seconds)
-            lat = await tracker_latency(tracker, args.rate, args.seconds)
+            async with tracker_process(settings):
+                lat = await tracker_latency(settings, args.rate, args.seconds)
         finally:
-            await tracker.service.app.stop()
-            await _delete_namespace(base.amqp_url, tracker)
+            await _delete_namespace(base.amqp_url, TaskTracker(settings))
 
     ms = 1000.0
     print(f"backend: {args.backend}, updates: {args.updates}, tasks: {TASKS}")
@@ -308,6 +334,34 @@ async def main() -> None:
     print(f"  ratio p99 tracker/raw: {percentile(lat, 99) / percentile(raw_lat, 99):.2f}")
 
 
+@contextlib.asynccontextmanager
+async def tracker_process(settings: TrackerSettings) -> AsyncIterator[None]:
+    """`python -m services.task_tracker`, up until its /readyz says so."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ)
+    for name, value in asdict(replace(settings, http_port=port)).items():
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        env[f"FERRY_{name.upper()}"] = text
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.task_tracker", env=env, cwd=ROOT
+    )
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):  # up to 30 s
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("the tracker did not become ready")
+        yield
+    finally:
+        process.terminate()
+        await process.wait()
+
+
 async def _delete_namespace(url: str, tracker: TaskTracker) -> None:
     names = tracker.service.names
     connection = await aio_pika.connect(url)
@@ -323,4 +377,7 @@ async def _delete_namespace(url: str, tracker: TaskTracker) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["raw-consumer"]:
+        asyncio.run(raw_consumer(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    else:
+        asyncio.run(main())
