@@ -64,7 +64,7 @@ async def cleanup(amqp_url: str, namespace: str) -> AsyncIterator[Cleanup]:
         q, e = registry.names_of(service)
         queues.extend(q)
         exchanges.extend(e)
-    await delete_namespace(amqp_url, namespace, sorted(set(queues)), sorted(set(exchanges)))
+    await delete_namespace(amqp_url, sorted(set(queues)), sorted(set(exchanges)))
 
 
 @pytest.fixture

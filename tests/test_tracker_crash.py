@@ -22,7 +22,7 @@ from shared.settings import BaseSettings
 from shared.topology import Names
 from tests.conftest import Cleanup
 from tests.support.publisher import publish_many
-from tests.support.tracker import drop_tables, environment, postgres_available, tracker_settings
+from tests.support.tracker import backend_settings, environment
 from tests.support.waiting import drain, eventually
 
 ITEMS = 3000
@@ -80,18 +80,15 @@ class TrackerProcess:
 async def settings(
     request: pytest.FixtureRequest, base_settings: BaseSettings, tmp_path: Path
 ) -> AsyncIterator[TrackerSettings]:
-    if request.param == "postgres" and not await postgres_available():
-        pytest.skip("PostgreSQL is not reachable at FERRY_TEST_POSTGRES_URL")
-    settings = tracker_settings(
-        base_settings,
+    async with backend_settings(
         request.param,
+        base_settings,
         tmp_path,
         http_port=free_port(),
         batch_size=128,
         log_level="WARNING",
-    )
-    yield settings
-    await drop_tables(settings)
+    ) as settings:
+        yield settings
 
 
 @pytest.mark.slow

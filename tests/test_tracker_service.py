@@ -33,7 +33,7 @@ from shared.messaging import Requester, publish
 from shared.service import ERROR_HEADER, ERROR_KIND_HEADER
 from shared.settings import BaseSettings
 from tests.conftest import Cleanup
-from tests.support.tracker import drop_tables, postgres_available, tracker_settings
+from tests.support.tracker import backend_settings
 from tests.support.waiting import drain, eventually
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -44,18 +44,15 @@ M = TypeVar("M")
 async def settings(
     request: pytest.FixtureRequest, base_settings: BaseSettings, tmp_path: Path
 ) -> AsyncIterator[TrackerSettings]:
-    if request.param == "postgres" and not await postgres_available():
-        pytest.skip("PostgreSQL is not reachable at FERRY_TEST_POSTGRES_URL")
-    settings = tracker_settings(
-        base_settings,
+    async with backend_settings(
         request.param,
+        base_settings,
         tmp_path,
         sweep_interval=3600.0,
         stall_after=0.3,
         give_up_after=1.5,
-    )
-    yield settings
-    await drop_tables(settings)
+    ) as settings:
+        yield settings
 
 
 @pytest.fixture

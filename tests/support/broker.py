@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -37,28 +39,16 @@ def rabbitmq_url() -> Iterator[str]:
         yield f"amqp://guest:guest@{host}:{port}/"
 
 
-async def delete_namespace(
-    url: str, namespace: str, queues: list[str], exchanges: list[str]
-) -> None:
-    """Remove what a test declared, so the shared broker does not fill up."""
-    connection = await aio_pika.connect(url)
+async def delete_namespace(url: str, queues: list[str], exchanges: list[str]) -> None:
+    """Remove what a test declared, so the shared broker does not fill up. Each deletion
+    is bounded in time: a slow broker must not hang the test run."""
+    connection = await asyncio.wait_for(aio_pika.connect(url), 15)
     async with connection:
-        for name in queues:
-            channel = await connection.channel()
-            try:
-                await channel.queue_delete(name)
-            except Exception:
-                pass
-            finally:
+        for kind, names in (("queue", queues), ("exchange", exchanges)):
+            for name in names:
+                channel = await connection.channel()
+                delete = channel.queue_delete if kind == "queue" else channel.exchange_delete
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(delete(name), 15)
                 if not channel.is_closed:
                     await channel.close()
-        for name in exchanges:
-            channel = await connection.channel()
-            try:
-                await channel.exchange_delete(name)
-            except Exception:
-                pass
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-    del namespace

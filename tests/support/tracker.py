@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from services.task_tracker.settings import TrackerSettings
 from shared.settings import BaseSettings
@@ -23,6 +26,21 @@ async def postgres_available() -> bool:
         return False
     await connection.close()
     return True
+
+
+@contextlib.asynccontextmanager
+async def backend_settings(
+    backend: str, base: BaseSettings, tmp_path: Path, **overrides: object
+) -> AsyncIterator[TrackerSettings]:
+    """Tracker settings on `backend` ("sqlite" or "postgres"); PostgreSQL tables are
+    dropped afterwards, and the test is skipped when PostgreSQL cannot be reached."""
+    if backend == "postgres" and not await postgres_available():
+        pytest.skip("PostgreSQL is not reachable at FERRY_TEST_POSTGRES_URL")
+    settings = tracker_settings(base, backend, tmp_path, **overrides)
+    try:
+        yield settings
+    finally:
+        await drop_tables(settings)
 
 
 def tracker_settings(
