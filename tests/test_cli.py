@@ -389,6 +389,8 @@ async def test_up_runs_the_tracker_and_stops_it_on_ctrl_c(
         "FERRY_NAMESPACE": base_settings.namespace,
         "FERRY_DATABASE_URL": f"sqlite:///{tmp_path}/t.db",
         "FERRY_GRACEFUL_TIMEOUT": "5",
+        # The same parking queues as the settings above, so the clean-up finds them all.
+        "FERRY_PARK_DELAYS": ",".join(map(str, base_settings.park_delays)),
     }
     command = [sys.executable, "-m", "services.cli.main", "up", "--only", "task_tracker"]
     process = await asyncio.create_subprocess_exec(
