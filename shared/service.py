@@ -278,10 +278,9 @@ class Service:
         """Exchanges, the dead-letter queue and the parking queues, before consuming starts."""
         await self.broker.connect()
         topology = self.topology
-        exchange = await self.broker.declare_exchange(topology.exchange)
+        await self.broker.declare_exchange(topology.exchange)
         dlx = await self.broker.declare_exchange(topology.dead_letter_exchange)
         retry = await self.broker.declare_exchange(topology.retry_exchange)
-        del exchange
         dlq = await self.broker.declare_queue(topology.dead_letter_queue(self.name))
         for spec in self.queues:
             await dlq.bind(dlx, routing_key=self.names.queue(spec.service, spec.purpose))
@@ -295,6 +294,9 @@ class Service:
         if not await self.broker.ping(timeout=2):
             problems.append("broker not connected")
         for subscriber in self.broker.subscribers:
+            # FastStream keeps the consuming queue private; it is the one place that knows
+            # whether the consumer is attached (FastStream issue #2758: after a broker
+            # restart it may not be), so readiness looks there.
             queue_obj = getattr(subscriber, "_queue_obj", None)
             if queue_obj is None or queue_obj.channel.is_closed:
                 problems.append(f"no consumer on {getattr(subscriber, 'queue', subscriber)}")
