@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import aio_pika
@@ -340,10 +340,7 @@ async def tracker_process(settings: TrackerSettings) -> AsyncIterator[None]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ)
-    for name, value in asdict(replace(settings, http_port=port)).items():
-        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        env[f"FERRY_{name.upper()}"] = text
+    env = {**os.environ, **replace(settings, http_port=port).as_environment()}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.task_tracker", env=env, cwd=ROOT
     )

@@ -66,7 +66,7 @@ def make_broker(
         graceful_timeout=settings.graceful_timeout,
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         serializer=MsgSpecSerializer(),
-        middlewares=[*middlewares],
+        middlewares=list(middlewares),
         app_id=service,
         reconnect_interval=1.0,
         **options,

@@ -68,6 +68,16 @@ class BaseSettings:
         if not self.park_delays or any(d <= 0 for d in self.park_delays):
             raise SettingsError("FERRY_PARK_DELAYS: one or more positive numbers of seconds")
 
+    def as_environment(self) -> dict[str, str]:
+        """The settings as `FERRY_*` variables: what `from_env` reads back to these settings
+        (to start a service as a process with them)."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            env[PREFIX + f.name.upper()] = text
+        return env
+
     def redacted(self) -> dict[str, Any]:
         """The settings as they may be logged: secrets masked."""
         out: dict[str, Any] = {}

@@ -210,3 +210,8 @@ async def test_health_endpoints(health: tuple[HealthServer, list[str]]) -> None:
         assert (await http.get(f"{base}/nope")).status_code == 404
         assert (await http.post(f"{base}/healthz")).status_code == 405
     await asyncio.sleep(0)
+
+
+def test_settings_survive_a_trip_through_the_environment() -> None:
+    settings = BaseSettings(namespace="ns", prefetch=3, park_delays=(0.5, 30.0))
+    assert BaseSettings.from_env(settings.as_environment()) == settings

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,8 @@ from services.task_tracker.batcher import CommitBatcher
 from services.task_tracker.domain import (
     SweepAction,
     TaskRecord,
+    give_up_message,
+    kill_message,
     mark_driven,
     mark_given_up,
     mark_killed_by_tracker,
@@ -131,8 +132,7 @@ class TaskTracker:
         to_drive = [r for r in records if _awaits_first_drive(r)]
         driven = await self._drive(to_drive)
         if driven:
-            await self.store.save_tracker_changes(driven)
-            records = _replace(records, driven)
+            records = _replace(records, await self.store.save_tracker_changes(driven))
         await asyncio.gather(
             self._announce(records),
             *(
@@ -190,29 +190,15 @@ class TaskTracker:
         for record in candidates:
             action = sweep_decision(record, now, stall_after, give_up_after)
             if action is SweepAction.KILL:
-                changed.append(
-                    mark_killed_by_tracker(
-                        record,
-                        now,
-                        f"cancelled; the worker did not confirm within {settings.stall_after:g}s",
-                    )
-                )
+                changed.append(mark_killed_by_tracker(record, now, kill_message(stall_after)))
             elif action is SweepAction.GIVE_UP:
-                silent = (now - record.touched_at).total_seconds()
-                changed.append(
-                    mark_given_up(
-                        record,
-                        now,
-                        f"given up: no word from the worker for {silent:.0f}s "
-                        f"(limit {settings.give_up_after:g}s)",
-                    )
-                )
+                silent_for = now - record.touched_at
+                changed.append(mark_given_up(record, now, give_up_message(silent_for)))
             elif action is SweepAction.REDRIVE:
                 to_redrive.append(record)
         changed.extend(await self._drive(to_redrive))
         if changed:
-            await self.store.save_tracker_changes(changed)
-            await self._announce(changed)
+            await self._announce(await self.store.save_tracker_changes(changed))
             self.log.info("sweep changed tasks", extra={"count": len(changed)})
         return len(changed)
 
@@ -227,10 +213,6 @@ class TaskTracker:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def _open(self) -> None:
-        # The event loop and the store's thread share the GIL; at the default 5 ms switch
-        # interval a delivery can wait that long for the thread to let go, several times
-        # over. 0.5 ms took p99 publish-to-visible from ~70 to ~40 ms (bench/tracker.py).
-        sys.setswitchinterval(0.0005)
         await self.store.open()
         self.batcher.start()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import asyncpg
@@ -67,8 +67,4 @@ async def drop_tables(settings: TrackerSettings) -> None:
 
 def environment(settings: TrackerSettings) -> dict[str, str]:
     """The settings as FERRY_* variables, to run the tracker as a process."""
-    env = dict(os.environ)
-    for name, value in asdict(settings).items():
-        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        env[f"FERRY_{name.upper()}"] = text
-    return env
+    return {**os.environ, **settings.as_environment()}

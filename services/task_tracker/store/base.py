@@ -14,7 +14,7 @@ from typing import Self
 
 import msgspec
 
-from services.task_tracker.domain import Change, ItemRecord, TaskRecord, utc
+from services.task_tracker.domain import Change, ItemRecord, TaskRecord, merge_records, utc
 from shared.contracts.tasks import TaskStatus
 
 NON_TERMINAL = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value)
@@ -86,6 +86,25 @@ class TaskStore(abc.ABC):
         """Write records the tracker changed itself (sweep, mark_driven). Each is re-merged
         into the stored row, so concurrent updates and replicas are never overwritten.
         Returns the stored results."""
+
+
+def remerge(stored: dict[str, TaskRecord], records: Sequence[TaskRecord]) -> dict[str, TaskRecord]:
+    """`records` merged into what is stored (and into each other, for repeated ids)."""
+    merged: dict[str, TaskRecord] = {}
+    for record in records:
+        fresh = merged.get(record.id) or stored.get(record.id)
+        merged[record.id] = record if fresh is None else merge_records(fresh, record)
+    return merged
+
+
+def page(
+    records: builtins.list[TaskRecord], limit: int
+) -> tuple[builtins.list[TaskRecord], str | None]:
+    """A page from `limit + 1` fetched rows: the extra row only says a next page exists."""
+    if len(records) <= limit:
+        return records, None
+    records = records[:limit]
+    return records, encode_cursor(records[-1])
 
 
 def check_prefix(table_prefix: str) -> str:

@@ -21,7 +21,6 @@ from services.task_tracker.domain import (
     ItemRecord,
     TaskRecord,
     apply_batch,
-    merge_records,
     touched_item_keys,
     utc,
 )
@@ -31,8 +30,9 @@ from services.task_tracker.store.base import (
     check_prefix,
     decode_cursor,
     decode_record,
-    encode_cursor,
     encode_record,
+    page,
+    remerge,
     sort_at,
 )
 from shared.contracts.tasks import TaskStatus
@@ -154,10 +154,7 @@ class PostgresTaskStore(TaskStore):
             return []
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await self._lock(conn, sorted({r.id for r in records}))
-            merged: dict[str, TaskRecord] = {}
-            for record in records:
-                fresh = merged.get(record.id) or stored.get(record.id)
-                merged[record.id] = record if fresh is None else merge_records(fresh, record)
+            merged = remerge(stored, records)
             await self._write(conn, [r for r in merged.values() if r != stored.get(r.id)])
         return builtins.list(merged.values())
 
@@ -225,10 +222,7 @@ class PostgresTaskStore(TaskStore):
         )
         rows = await self._pool.fetch(sql, *args)
         records = [decode_record(row["body"]) for row in rows]
-        if len(records) <= limit:
-            return records, None
-        records = records[:limit]
-        return records, encode_cursor(records[-1])
+        return page(records, limit)
 
     async def sweep_candidates(
         self, now: datetime, older_than: datetime, limit: int

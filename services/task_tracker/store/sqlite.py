@@ -13,17 +13,15 @@ import builtins
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TypeVar
 
 from services.task_tracker.domain import (
     Change,
     ItemRecord,
     TaskRecord,
     apply_batch,
-    merge_records,
     touched_item_keys,
 )
 from services.task_tracker.store.base import (
@@ -32,15 +30,14 @@ from services.task_tracker.store.base import (
     check_prefix,
     decode_cursor,
     decode_record,
-    encode_cursor,
     encode_record,
     from_micros,
+    page,
+    remerge,
     sort_at,
     to_micros,
 )
 from shared.contracts.tasks import TaskStatus
-
-T = TypeVar("T")
 
 # Stay well below SQLite's host-parameter limit when building IN lists.
 _CHUNK = 400
@@ -55,10 +52,11 @@ class SqliteTaskStore(TaskStore):
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
 
-    async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+    @property
+    def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError("the task store is not open")
-        return job(self._conn)
+        return self._conn
 
     async def open(self) -> None:
         self._conn = self._connect()
@@ -115,7 +113,7 @@ class SqliteTaskStore(TaskStore):
     async def apply(self, changes: Sequence[Change], now: datetime) -> builtins.list[TaskRecord]:
         if not changes:
             return []
-        return await self._run(lambda conn: self._apply(conn, changes, now))
+        return self._apply(self._db, changes, now)
 
     def _apply(
         self, conn: sqlite3.Connection, changes: Sequence[Change], now: datetime
@@ -143,17 +141,14 @@ class SqliteTaskStore(TaskStore):
     ) -> builtins.list[TaskRecord]:
         if not records:
             return []
-        return await self._run(lambda conn: self._save(conn, records))
+        return self._save(self._db, records)
 
     def _save(
         self, conn: sqlite3.Connection, records: Sequence[TaskRecord]
     ) -> builtins.list[TaskRecord]:
         with _transaction(conn):
             stored = self._load(conn, sorted({r.id for r in records}))
-            merged: dict[str, TaskRecord] = {}
-            for record in records:
-                fresh = merged.get(record.id) or stored.get(record.id)
-                merged[record.id] = record if fresh is None else merge_records(fresh, record)
+            merged = remerge(stored, records)
             self._write(conn, [r for r in merged.values() if r != stored.get(r.id)])
         return builtins.list(merged.values())
 
@@ -205,14 +200,14 @@ class SqliteTaskStore(TaskStore):
     # --- reads ----------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        return (await self._run(lambda conn: self._load(conn, [task_id]))).get(task_id)
+        return self._load(self._db, [task_id]).get(task_id)
 
     async def items(self, task_id: str, limit: int = 1000) -> builtins.list[ItemRecord]:
         sql = (
             f"SELECT task_id, item_key, outcome, message, observed_at FROM {self._items}"
             " WHERE task_id = ? ORDER BY item_key LIMIT ?"
         )
-        rows = await self._run(lambda conn: conn.execute(sql, (task_id, limit)).fetchall())
+        rows = self._db.execute(sql, (task_id, limit)).fetchall()
         return [_item(row) for row in rows]
 
     async def list(
@@ -240,12 +235,9 @@ class SqliteTaskStore(TaskStore):
             + " ORDER BY sort_at DESC, id DESC LIMIT ?"
         )
         args.append(limit + 1)  # one extra row tells whether there is a next page
-        rows = await self._run(lambda conn: conn.execute(sql, args).fetchall())
+        rows = self._db.execute(sql, args).fetchall()
         records = [decode_record(body) for (body,) in rows]
-        if len(records) <= limit:
-            return records, None
-        records = records[:limit]
-        return records, encode_cursor(records[-1])
+        return page(records, limit)
 
     async def sweep_candidates(
         self, now: datetime, older_than: datetime, limit: int
@@ -255,7 +247,7 @@ class SqliteTaskStore(TaskStore):
             " ORDER BY touched_at LIMIT ?"
         )
         args = (*NON_TERMINAL, to_micros(older_than), limit)
-        rows = await self._run(lambda conn: conn.execute(sql, args).fetchall())
+        rows = self._db.execute(sql, args).fetchall()
         return [decode_record(body) for (body,) in rows]
 
 
