@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -11,43 +10,9 @@ from typing import Any
 
 import msgspec
 
-SECRET_KEYS = re.compile(
-    r"pass(word)?|secret|token|authorization|api[_-]?key|credential|cookie", re.I
-)
-_PATTERNS = [
-    # userinfo in URLs: amqp://user:pass@host -> amqp://user:***@host
-    (re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?=@)", re.I), r"\g<pre>***"),
-    (re.compile(r"(?P<pre>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\g<pre>***"),
-    # key=value / "key": "value" pairs whose key says it is a secret
-    (
-        re.compile(
-            r"(?P<pre>(?:pass(?:word)?|secret|token|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)"
-            r"[^\"'\s,&}]+",
-            re.I,
-        ),
-        r"\g<pre>***",
-    ),
-]
+from shared.redaction import redact, redact_text
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-
-
-def redact_text(text: str) -> str:
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """A copy of `value` with secret-looking keys masked and secrets in strings replaced."""
-    if key and SECRET_KEYS.search(key):
-        return "***"
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
 
 
 class JsonFormatter(logging.Formatter):

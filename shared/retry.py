@@ -20,6 +20,8 @@ from typing import TypeVar
 import httpx
 import msgspec
 
+from shared.redaction import redact_text
+
 T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
@@ -143,5 +145,7 @@ class RetryPolicy:
 
 
 def describe(exc: BaseException) -> str:
+    """The one-line reason of a failure, as dead-letter headers, item failures, error
+    replies and logs show it: secrets redacted here, once, for all of them."""
     text = str(exc) or exc.__class__.__name__
-    return f"{exc.__class__.__name__}: {text}"[:1000]
+    return redact_text(f"{exc.__class__.__name__}: {text}")[:1000]

@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 import aio_pika
 import pytest
 
-from shared.contracts.base import Contract
+from shared.contracts.base import Contract, ItemCommand
 from shared.contracts.tasks import TaskUpdate
 from shared.messaging import publish
 from shared.retry import PermanentError, TransientError
@@ -32,13 +32,22 @@ class Chore(Contract, kw_only=True):
     ROUTING_KEY: ClassVar[str] = "toy.chores.do"
 
     chore_id: str
-    task_id: str | None = None
-    item_key: str | None = None
     fail: Literal["never", "transient", "permanent"] = "never"
     fail_times: int = 0  # how many calls fail before one succeeds
 
 
+class ItemChore(ItemCommand, kw_only=True):
+    """A chore that is one item of a task: its failure is recorded on the task."""
+
+    ROUTING_KEY: ClassVar[str] = "toy.items.do"
+
+    chore_id: str
+    fail: Literal["never", "transient", "permanent"] = "never"
+    fail_times: int = 0
+
+
 CHORES = WorkQueue("toy", "chores", Chore.ROUTING_KEY)
+ITEM_CHORES = WorkQueue("toy", "items", ItemChore.ROUTING_KEY)
 UPDATES = WorkQueue("toy", "updates", TaskUpdate.ROUTING_KEY)
 
 
@@ -55,19 +64,26 @@ class Toy:
 
         @self.service.handles(CHORES, Chore)
         async def do_chore(chore: Chore) -> None:
-            self.calls[chore.chore_id] += 1
-            await self.release.wait()
-            if self.calls[chore.chore_id] <= chore.fail_times:
-                if chore.fail == "transient":
-                    raise TransientError("peer busy")
-                if chore.fail == "permanent":
-                    raise PermanentError("peer says no")
-            self.done.append(chore.chore_id)
+            await self.do(chore)
+
+        @self.service.handles(ITEM_CHORES, ItemChore)
+        async def do_item(chore: ItemChore) -> None:
+            await self.do(chore)
 
         # Stands in for the task tracker: collects what the runtime reports about items.
         @self.service.handles(UPDATES, TaskUpdate)
         async def note_update(update: TaskUpdate) -> None:
             self.updates.append(update)
+
+    async def do(self, chore: Chore | ItemChore) -> None:
+        self.calls[chore.chore_id] += 1
+        await self.release.wait()
+        if self.calls[chore.chore_id] <= chore.fail_times:
+            if chore.fail == "transient":
+                raise TransientError("peer busy")
+            if chore.fail == "permanent":
+                raise PermanentError("peer says no")
+        self.done.append(chore.chore_id)
 
 
 @pytest.fixture
@@ -82,7 +98,9 @@ async def toy(base_settings: BaseSettings, cleanup: Cleanup) -> AsyncIterator[To
         await toy.service.app.stop()
 
 
-async def send(toy: Toy, body: Contract | bytes, routing_key: str = Chore.ROUTING_KEY) -> None:
+async def send(toy: Toy, body: Contract | bytes, routing_key: str | None = None) -> None:
+    if routing_key is None:
+        routing_key = body.ROUTING_KEY if isinstance(body, Contract) else Chore.ROUTING_KEY
     await publish(toy.service.broker, toy.service.names, body, routing_key=routing_key)
 
 
@@ -116,7 +134,7 @@ async def test_spent_budget_parks_the_message_and_it_comes_back(toy: Toy) -> Non
 async def test_after_the_last_parking_it_is_dead_lettered_and_the_item_failed(
     toy: Toy, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
-    chore = Chore(
+    chore = ItemChore(
         chore_id="c4", task_id="task-4", item_key="dataset-a", fail="transient", fail_times=100
     )
     await send(toy, chore)
@@ -125,8 +143,8 @@ async def test_after_the_last_parking_it_is_dead_lettered_and_the_item_failed(
     assert toy.calls["c4"] == 6
     assert dead.headers[ERROR_KIND_HEADER] == "exhausted"
     assert "peer busy" in str(dead.headers[ERROR_HEADER])
-    assert dead.headers[QUEUE_HEADER] == toy.service.names.queue("toy", "chores")
-    assert Chore.decode(dead.body) == chore
+    assert dead.headers[QUEUE_HEADER] == toy.service.names.queue("toy", "items")
+    assert ItemChore.decode(dead.body) == chore
     [update] = await eventually(lambda: toy.updates)
     assert update.task_id == "task-4"
     assert [(i.item_key, i.outcome) for i in update.items] == [("dataset-a", "ERRORED")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from shared.retry import (
     TransientError,
     classify,
     delay_hint,
+    describe,
 )
 from shared.settings import BaseSettings, SettingsError
 
@@ -215,3 +217,46 @@ async def test_health_endpoints(health: tuple[HealthServer, list[str]]) -> None:
 def test_settings_survive_a_trip_through_the_environment() -> None:
     settings = BaseSettings(namespace="ns", prefetch=3, park_delays=(0.5, 30.0))
     assert BaseSettings.from_env(settings.as_environment()) == settings
+
+
+class _Credentials(msgspec.Struct):
+    user: str
+    password: str
+
+
+@dataclasses.dataclass
+class _Upstream:
+    url: str
+    api_key: str
+
+
+def test_secrets_in_structs_dataclasses_and_basic_auth_are_redacted() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test"))
+    log = logging.getLogger("test.redaction")
+    log.addHandler(handler)
+    try:
+        log.warning(
+            "upstream said no",
+            extra={
+                "creds": _Credentials(user="u", password="hunter2"),
+                "upstream": _Upstream(url="https://a:b4d@example.org/x", api_key="k-123"),
+                "request": "GET /x with Authorization: Basic dXNlcjpodW50ZXIy",
+            },
+        )
+    finally:
+        log.removeHandler(handler)
+    line = stream.getvalue()
+    for secret in ("hunter2", "b4d", "k-123", "dXNlcjpodW50ZXIy"):
+        assert secret not in line
+    entry = msgspec.json.decode(line)
+    assert entry["creds"] == {"user": "u", "password": "***"}
+
+
+def test_every_failure_reason_is_redacted_where_it_is_built() -> None:
+    reason = describe(
+        RuntimeError("401 for Authorization: Basic dXNlcjpw and token=abc at amqp://u:pw@h/")
+    )
+    assert "dXNlcjpw" not in reason and "abc" not in reason and ":pw@" not in reason
+    assert reason.startswith("RuntimeError: 401 for Authorization: Basic ***")

@@ -22,15 +22,30 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class UnsupportedVersion(ValueError):
+    """The message is of a newer contract version than this code understands."""
+
+
 class Contract(msgspec.Struct, kw_only=True, forbid_unknown_fields=False, omit_defaults=False):
-    """A versioned message. `ROUTING_KEY` names the key it is published with."""
+    """A versioned message. `ROUTING_KEY` names the key it is published with.
+
+    `version` is checked on decode: a consumer reads every version up to `VERSION` and
+    refuses a newer one (its meaning may have changed), rather than guessing.
+    """
 
     ROUTING_KEY: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
     version: int = 1
 
     @classmethod
     def decode(cls: type[T], data: bytes | str) -> T:
-        return msgspec.json.decode(data, type=cls, strict=True)
+        message = msgspec.json.decode(data, type=cls, strict=True)
+        if not 1 <= message.version <= cls.VERSION:
+            raise UnsupportedVersion(
+                f"{cls.__name__} version {message.version} is not supported"
+                f" (this service reads versions 1 to {cls.VERSION})"
+            )
+        return message
 
     def encode(self) -> bytes:
         return msgspec.json.encode(self)
@@ -66,8 +81,22 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-class ErrorReply(Contract, kw_only=True):
-    """The answer to a request that could not be served. Every reply contract has an
-    `error` field, so this decodes as any of them."""
+class Reply(Contract, kw_only=True):
+    """The base of every reply contract: `error` is set when the request could not be
+    served, and the request client turns it into `shared.messaging.RemoteError`."""
 
-    error: str
+    error: str | None = None
+
+
+class ErrorReply(Reply, kw_only=True):
+    """The answer to a request that could not be served; it decodes as any `Reply`."""
+
+    error: str | None = None
+
+
+class ItemCommand(Contract, kw_only=True):
+    """A command that does one item of a task's work. When it fails for good, the runtime
+    records that item as failed on its task (`tasks.update`) before dead-lettering it."""
+
+    task_id: Identifier
+    item_key: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
