@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import aio_pika
 import httpx
-import msgspec
 import pytest
 
 from services.cli.main import main
@@ -212,7 +211,7 @@ async def test_tasks_show_of_an_unknown_task_fails_cleanly(
 ) -> None:
     assert await ferry(base_settings, "tasks", "show", "nope") == 1
     err = capsys.readouterr().err
-    assert "not found" in err
+    assert "no such task: nope" in err
     assert "Traceback" not in err
 
 
@@ -246,13 +245,13 @@ async def test_tasks_watch_follows_progress_until_the_end(
         return "QUEUED" in "".join(seen)
 
     await eventually(drawn_the_start)
-    update = TaskUpdate(task_id="w1", status="RUNNING", progress_value=1, end_value=4)
+    update = TaskUpdate.now(task_id="w1", status="RUNNING", progress_value=1, end_value=4)
     await publish(broker, names, update)
     await asyncio.sleep(0.5)
     await publish(
         broker,
         names,
-        TaskUpdate(
+        TaskUpdate.now(
             task_id="w1", status=final, progress_value=4, end_value=4, progress_message="done"
         ),
     )
@@ -437,57 +436,3 @@ async def test_up_without_a_broker_gives_a_hint(capsys: pytest.CaptureFixture[st
 async def test_up_rejects_an_unknown_service(capsys: pytest.CaptureFixture[str]) -> None:
     assert await asyncio.to_thread(main, ["up", "--only", "nope"]) == 2
     assert "no such service: nope" in capsys.readouterr().err
-
-
-# -- docs ------------------------------------------------------------------------------
-
-
-def resolve(document: dict[str, Any], ref: str) -> Any:
-    assert ref.startswith("#/"), ref
-    node: Any = document
-    for part in ref[2:].split("/"):
-        node = node[part.replace("~1", "/").replace("~0", "~")]
-    return node
-
-
-def refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return found + [r for value in node.values() for r in refs(value)]
-    if isinstance(node, list):
-        return [r for value in node for r in refs(value)]
-    return []
-
-
-def test_docs_writes_complete_asyncapi_documents_without_connecting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Nothing listens there, and the database's directory does not exist: building the
-    # apps for their documents must touch neither.
-    monkeypatch.setenv("FERRY_AMQP_URL", f"amqp://guest:guest@127.0.0.1:{free_port()}/")
-    monkeypatch.setenv("FERRY_DATABASE_URL", f"sqlite:///{tmp_path}/absent/t.db")
-    monkeypatch.delenv("FERRY_NAMESPACE", raising=False)
-    out = tmp_path / "docs"
-    assert main(["docs", "--out", str(out)]) == 0
-    assert not (tmp_path / "absent").exists()
-
-    document = msgspec.json.decode((out / "task_tracker.json").read_bytes())
-    assert document["asyncapi"] == "3.0.0"
-    channels = document["channels"]
-    addresses = {channel["address"] for channel in channels.values()}
-    assert addresses == {"tasks.submit", "tasks.update", "tasks.cancel", "tasks.get", "tasks.list"}
-    for ref in refs(document):
-        assert resolve(document, ref), ref
-
-    [update] = [c for c in channels.values() if c["address"] == "tasks.update"]
-    message = resolve(document, next(iter(update["messages"].values()))["$ref"])
-    payload = resolve(document, message["payload"]["$ref"])
-    assert "task_id" in payload["properties"]
-    assert "task_id" in payload["required"]
-    item = payload["properties"]["items"]["items"]  # nested structs are inlined
-    assert "item_key" in item["properties"]
-
-    [get] = [c for c in channels.values() if c["address"] == "tasks.get"]
-    assert get["x-ferry-reply"] == {"$ref": "#/components/schemas/TaskGetReply"}
-    index = json.loads((out / "index.json").read_text())
-    assert index["task_tracker"]["file"] == "task_tracker.json"

@@ -1,15 +1,20 @@
-"""`ferry dlq list|replay SERVICE`: look at a service's dead letters, and send them back.
+"""`ferry dlq list|replay|drop|purge SERVICE`: look at a service's dead letters, send them
+back, or throw them away.
 
 `list` reads without consuming: every message is fetched unacked and returned to the queue
 when the channel closes. `replay` publishes each message back to the queue it came from
 (default exchange, routing key = queue name, mandatory, confirmed) and only then acks it in
 the dead-letter queue, so a crash half-way duplicates a message at most, never loses one.
+`drop` acks the chosen message(s) only, and `purge` the messages that were there when it
+asked, not those that arrived since; both ask first (`--yes` does not).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +24,14 @@ import msgspec
 from aio_pika.exceptions import DeliveryError
 
 from services.cli import connection
-from services.cli.errors import CliError
+from services.cli.errors import CliError, UsageError
 from shared.service import (
     ERROR_HEADER,
     ERROR_KIND_HEADER,
     FAILED_AT_HEADER,
     PARKED_HEADER,
     QUEUE_HEADER,
+    REPORT_FAILED_HEADER,
     ROUTING_KEY_HEADER,
 )
 from shared.settings import BaseSettings
@@ -35,19 +41,49 @@ PREVIEW_BYTES = 200
 
 # What the failure added; the replayed message must look as it did before it failed.
 # (RabbitMQ 3.13+ also adds the x-first/last-death-* summaries of x-death.)
-DROPPED_HEADERS = (ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER, PARKED_HEADER, DELAY_HEADER)
+DROPPED_HEADERS = (
+    ERROR_HEADER,
+    ERROR_KIND_HEADER,
+    FAILED_AT_HEADER,
+    PARKED_HEADER,
+    REPORT_FAILED_HEADER,
+    DELAY_HEADER,
+)
 DROPPED_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("dlq", help="inspect and replay a service's dead letters")
+    parser = commands.add_parser(
+        "dlq",
+        help="inspect, replay and drop a service's dead letters",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
 
     listing = sub.add_parser("list", help="show the dead letters (they stay in the queue)")
     listing.add_argument("service", metavar="SERVICE", help="e.g. task_tracker")
     listing.add_argument("--limit", type=int, default=20, help="show at most N messages")
     listing.add_argument("--json", action="store_true", help="one JSON document")
+    listing.add_argument(
+        "--full", action="store_true", help=f"whole bodies (else the first {PREVIEW_BYTES} bytes)"
+    )
     listing.set_defaults(run=run_list)
+
+    drop = sub.add_parser("drop", help="delete chosen dead letters (poison messages)")
+    drop.add_argument("service", metavar="SERVICE")
+    chosen = drop.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--id", dest="message_id", metavar="MESSAGE_ID", help="by message id")
+    chosen.add_argument(
+        "--index", type=int, metavar="N", help="the N-th message, as numbered by `dlq list`"
+    )
+    drop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    drop.set_defaults(run=run_drop)
+
+    purge = sub.add_parser("purge", help="delete every dead letter of a service")
+    purge.add_argument("service", metavar="SERVICE")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    purge.set_defaults(run=run_purge)
 
     replay = sub.add_parser("replay", help="move dead letters back to the queues they came from")
     replay.add_argument("service", metavar="SERVICE")
@@ -57,6 +93,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
+    index: int  # its place in the queue, from 1, as `list` numbers it and `drop` takes it
+    message_id: str | None
     origin: str | None  # the queue it failed in, and goes back to
     routing_key: str | None
     error_kind: str | None
@@ -65,9 +103,11 @@ class DeadLetter(msgspec.Struct, frozen=True):
     body: bytes
 
     @classmethod
-    def of(cls, message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
+    def of(cls, index: int, message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers
         return cls(
+            index=index,
+            message_id=message.message_id,
             origin=origin_of(headers),
             routing_key=text(headers.get(ROUTING_KEY_HEADER)) or message.routing_key,
             error_kind=text(headers.get(ERROR_KIND_HEADER)),
@@ -76,9 +116,34 @@ class DeadLetter(msgspec.Struct, frozen=True):
             body=message.body,
         )
 
-    def preview(self) -> str:
-        shown = self.body[:PREVIEW_BYTES].decode("utf-8", errors="replace")
-        return shown + ("…" if len(self.body) > PREVIEW_BYTES else "")
+    @property
+    def truncated(self) -> bool:
+        return len(self.body) > PREVIEW_BYTES
+
+    def shown_body(self, *, full: bool) -> str:
+        """The body as text: whole, or its first PREVIEW_BYTES bytes."""
+        shown = self.body if full else self.body[:PREVIEW_BYTES]
+        return shown.decode("utf-8", errors="replace")
+
+    def as_json(self, *, full: bool) -> dict[str, Any]:
+        fields = msgspec.structs.asdict(self)
+        fields["body"] = self.shown_body(full=full)
+        fields["body_bytes"] = len(self.body)
+        fields["body_truncated"] = self.truncated and not full
+        return fields
+
+    def describe(self, *, full: bool = False) -> list[str]:
+        """The lines `list` prints for it (and `drop` shows before asking)."""
+        body = self.shown_body(full=full)
+        if self.truncated and not full:
+            body += f"… ({len(self.body)} bytes; --full shows all)"
+        return [
+            f"#{self.index}  id {self.message_id or '-'}  from queue {self.origin or '?'}"
+            f"  routing key {self.routing_key}",
+            f"    failed at {self.failed_at or '?'}  kind {self.error_kind or '?'}",
+            f"    error: {self.error or '?'}",
+            f"    body:  {body}",
+        ]
 
 
 def origin_of(headers: dict[str, Any]) -> str | None:
@@ -101,6 +166,10 @@ def death_reason(headers: dict[str, Any]) -> str | None:
     return None
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
 def text(value: Any) -> str | None:
     if value is None:
         return None
@@ -117,16 +186,14 @@ def run_list(settings: BaseSettings, args: argparse.Namespace) -> int:
         document = {
             "queue": queue,
             "count": count,
-            "messages": [{**msgspec.structs.asdict(d), "body": d.preview()} for d in letters],
+            "messages": [letter.as_json(full=args.full) for letter in letters],
         }
         print(msgspec.json.format(msgspec.json.encode(document)).decode())
         return 0
-    print(f"{queue}: {count} message{'s' if count != 1 else ''}")
-    for number, letter in enumerate(letters, 1):
-        print(f"\n#{number}  from queue {letter.origin or '?'}  routing key {letter.routing_key}")
-        print(f"    failed at {letter.failed_at or '?'}  kind {letter.error_kind or '?'}")
-        print(f"    error: {letter.error or '?'}")
-        print(f"    body:  {letter.preview()}")
+    print(f"{queue}: {plural(count, 'message')}")
+    for letter in letters:
+        print()
+        print("\n".join(letter.describe(full=args.full)))
     if count > len(letters):
         print(f"\n({count - len(letters)} more not shown: --limit)")
     return 0
@@ -141,7 +208,7 @@ async def peek(settings: BaseSettings, queue: str, limit: int) -> tuple[int, lis
             message = await dlq.get(no_ack=False, fail=False)
             if message is None:
                 break
-            letters.append(DeadLetter.of(message))
+            letters.append(DeadLetter.of(len(letters) + 1, message))
         # Closing the channel hands every unacked message back to the queue. (An explicit
         # nack-requeue would count as a failed delivery on RabbitMQ 4's quorum queues.)
         await channel.close()
@@ -242,3 +309,105 @@ def carried_headers(headers: dict[str, Any]) -> dict[str, Any]:
         for name, value in headers.items()
         if name not in DROPPED_HEADERS and not name.startswith(DROPPED_PREFIXES)
     }
+
+
+# -- drop / purge ----------------------------------------------------------------------
+
+Confirm = Callable[[str], bool]
+
+
+def confirmer(assume_yes: bool, action: str) -> Confirm:
+    """How to ask: not at all with --yes; on the terminal; and without a terminal, refuse
+    (a script that deletes must say so with --yes)."""
+    if assume_yes:
+        return lambda question: True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{action}: stdin is not a terminal to confirm on; add --yes to confirm")
+
+    def ask(question: str) -> bool:
+        print(question, end=" [y/N] ", flush=True)
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    return ask
+
+
+def run_drop(settings: BaseSettings, args: argparse.Namespace) -> int:
+    if args.index is not None and args.index < 1:
+        raise UsageError("--index: messages are numbered from 1, as `dlq list` shows them")
+    confirm = confirmer(args.yes, "drop")
+    queue = Names(settings.namespace).dead_letter_queue(args.service)
+    dropped = asyncio.run(
+        drop(settings, queue, confirm, message_id=args.message_id, index=args.index)
+    )
+    print(f"{queue}: dropped {dropped}")
+    return 0
+
+
+async def drop(
+    settings: BaseSettings,
+    queue: str,
+    confirm: Confirm,
+    *,
+    message_id: str | None = None,
+    index: int | None = None,
+) -> int:
+    """Ack the chosen messages (by id, or the `index`-th); the others return to the queue."""
+    async with connection.connection(settings) as conn:
+        channel = await conn.channel()
+        dlq, count = await open_queue(channel, queue)
+        chosen: list[tuple[DeadLetter, aio_pika.abc.AbstractIncomingMessage]] = []
+        # Only what was there at the start, held unacked while we look and ask.
+        for number in range(1, count + 1 if index is None else min(index, count) + 1):
+            message = await dlq.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if (index is not None and number == index) or (
+                message_id is not None and message.message_id == message_id
+            ):
+                chosen.append((DeadLetter.of(number, message), message))
+        if not chosen:
+            await channel.close()
+            wanted = f"message #{index}" if index is not None else f"message id {message_id}"
+            raise CliError(f"{queue}: no {wanted} among its {plural(count, 'message')}")
+        for letter, _ in chosen:
+            print("\n".join(letter.describe()))
+        question = f"drop {plural(len(chosen), 'message')} from {queue}?"
+        if not await asyncio.to_thread(confirm, question):
+            await channel.close()
+            raise CliError("nothing dropped")
+        for _, message in chosen:
+            await message.ack()
+        # Everything not chosen is still unacked and returns to the queue.
+        await channel.close()
+    return len(chosen)
+
+
+def run_purge(settings: BaseSettings, args: argparse.Namespace) -> int:
+    confirm = confirmer(args.yes, "purge")
+    queue = Names(settings.namespace).dead_letter_queue(args.service)
+    purged = asyncio.run(purge(settings, queue, confirm))
+    print(f"{queue}: purged {purged}")
+    return 0
+
+
+async def purge(settings: BaseSettings, queue: str, confirm: Confirm) -> int:
+    """Ack as many messages as the queue held when asked: a dead letter that arrives while
+    we ask is not one the operator agreed to lose."""
+    async with connection.connection(settings) as conn:
+        channel = await conn.channel()
+        dlq, count = await open_queue(channel, queue)
+        if count == 0:
+            await channel.close()
+            return 0
+        if not await asyncio.to_thread(confirm, f"purge {plural(count, 'message')} from {queue}?"):
+            await channel.close()
+            raise CliError("nothing purged")
+        purged = 0
+        while purged < count:
+            message = await dlq.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            await message.ack()
+            purged += 1
+        await channel.close()
+    return purged

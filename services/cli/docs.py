@@ -1,19 +1,21 @@
 """`ferry docs [--out DIR] [--serve [--port 8000]]`: the AsyncAPI document of every service.
 
-Convention: a service package exposes `services.<name>.app:build`, a function taking no
-argument (settings come from the environment) that returns an object whose `.service.app`
-is its FastStream app. Building must not connect to anything: the documents are made from
-the declarations alone, so `ferry docs` works with no broker and no database.
+One AsyncAPI 3.0 document per service, for whoever publishes to its queues: the exchanges,
+its work queues (routing key, queue type and arguments, message and reply schemas), the
+events it publishes, its dead-letter queue and the headers a dead letter carries, and the
+parking and delay queues. Names are shown without the FERRY_NAMESPACE prefix.
 
-FastStream's document is completed here: request/reply queues get their reply schema
-(`x-ferry-reply`), added under `components/schemas` with the structs it nests.
+Convention: a service package exposes `services.<name>.app:build`, a function taking no
+argument (settings come from the environment) that returns an object whose `.service` is
+its `shared.service.Service`; the app module's docstring describes the service. Building
+must not connect to anything: the documents are made from the declarations alone, so
+`ferry docs` works with no broker and no database.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import inspect
 import sys
 from http import HTTPStatus, server
@@ -21,17 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from faststream import FastStream
 from faststream.specification.asyncapi.site import get_asyncapi_html
 
-import shared.contracts
+from services.cli import asyncapi
 from services.cli.errors import CliError
 from services.cli.up import discover
-from shared.contracts import REPLIES
-from shared.settings import BaseSettings
-
-COMPONENTS = "#/components/schemas/"
-REPLY_KEY = "x-ferry-reply"
+from shared.service import Service
+from shared.settings import BaseSettings, SettingsError
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,7 +39,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/asyncapi"), metavar="DIR")
+    parser.add_argument(
+        "--out", type=Path, default=Path("docs/asyncapi"), metavar="DIR", help="(docs/asyncapi)"
+    )
     parser.add_argument("--serve", action="store_true", help="serve them as HTML on 127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.set_defaults(run=run)
@@ -49,7 +49,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(settings: BaseSettings, args: argparse.Namespace) -> int:
     del settings  # each service's build() reads its own settings from the environment
-    documents = {name: document_of(name) for name in discover()}
+    documents = documents_of(discover())
     write(documents, args.out)
     for name in documents:
         print(args.out / f"{name}.json")
@@ -62,73 +62,44 @@ def run(settings: BaseSettings, args: argparse.Namespace) -> int:
 # -- building the documents ------------------------------------------------------------
 
 
-def app_of(service: str) -> FastStream:
+def documents_of(names: list[str]) -> dict[str, dict[str, Any]]:
+    services = {name: service_of(name) for name in names}
+    # Every key some service takes as a command or request: what is left is an event.
+    consumed = {
+        item.spec.routing_key
+        for service in services.values()
+        for item in asyncapi.consumed_by(service)
+        if item.kind != "broadcast"
+    }
+    return {
+        name: asyncapi.document(service, description_of(name, service), consumed)
+        for name, service in services.items()
+    }
+
+
+def service_of(name: str) -> Service:
     try:
-        module = importlib.import_module(f"services.{service}.app")
+        module = asyncapi.app_module(name)
     except ImportError as exc:
-        raise CliError(f"{service}: cannot import services.{service}.app: {exc}") from None
+        raise CliError(f"{name}: cannot import services.{name}.app: {exc}") from None
     build = getattr(module, "build", None)
     if not callable(build):
-        raise CliError(f"{service}: services.{service}.app has no build() (see `ferry docs -h`)")
-    app = getattr(getattr(build(), "service", None), "app", None)
-    if not isinstance(app, FastStream):
-        raise CliError(f"{service}: build() returned no .service.app FastStream app")
-    return app
+        raise CliError(f"{name}: services.{name}.app has no build() (see `ferry docs -h`)")
+    try:
+        service = getattr(build(), "service", None)
+    except SettingsError as exc:
+        raise CliError(f"{name}: {exc}") from None
+    if not isinstance(service, Service):
+        raise CliError(f"{name}: build() returned nothing with a .service (a Service)")
+    return service
 
 
-def document_of(service: str) -> dict[str, Any]:
-    app = app_of(service)
-    document: dict[str, Any] = app.schema.to_specification().to_jsonable()
-    _add_replies(document)
-    _add_components(document)
-    return document
-
-
-def _add_replies(document: dict[str, Any]) -> None:
-    replies = REPLIES
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for name, channel in document.get("channels", {}).items():
-        reply = replies.get(channel.get("address", ""))
-        if reply is None:
-            continue
-        schemas.setdefault(reply.__name__, {})  # filled in by _add_components
-        pointer = {"$ref": COMPONENTS + reply.__name__}
-        note = f"Request/reply: the answer (to `reply_to`) is a {reply.__name__}."
-        channel["description"] = " ".join(filter(None, [channel.get("description"), note]))
-        channel[REPLY_KEY] = pointer
-        operation = document.get("operations", {}).get(name)
-        if operation is not None:
-            operation[REPLY_KEY] = pointer
-
-
-def _add_components(document: dict[str, Any]) -> None:
-    """Add every struct a `#/components/schemas/<Name>` points at and the document lacks."""
-    structs = [
-        value
-        for value in vars(shared.contracts).values()
-        if inspect.isclass(value) and issubclass(value, msgspec.Struct)
-    ]
-    _, known = msgspec.json.schema_components(structs, ref_template=COMPONENTS + "{name}")
-    schemas: dict[str, Any] = document["components"]["schemas"]
-    while missing := {
-        name for name in _refs(document, COMPONENTS) if not schemas.get(name) and name in known
-    }:
-        for name in missing:
-            schemas[name] = known[name]
-
-
-def _refs(node: Any, prefix: str) -> set[str]:
-    """The names of every `$ref` under `node` that starts with `prefix`."""
-    found: set[str] = set()
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith(prefix):
-            found.add(ref.removeprefix(prefix))
-        node = list(node.values())
-    if isinstance(node, list):
-        for value in node:
-            found |= _refs(value, prefix)
-    return found
+def description_of(name: str, service: Service) -> str:
+    """The service's own description: the one it gave the runtime, else its app module's
+    docstring (never the runtime's own)."""
+    return (
+        service.description or inspect.getdoc(asyncapi.app_module(name)) or f"The {name} service."
+    )
 
 
 def write(documents: dict[str, dict[str, Any]], out: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from typing import TextIO
 
-from shared.contracts import TaskView
+from shared.contracts import TaskStatus, TaskView
 
 BAR_WIDTH = 30
 
@@ -25,7 +25,18 @@ def render(task: TaskView, width: int = BAR_WIDTH) -> str:
         f" items {task.items_succeeded} ok/{task.items_failed} failed" if task.items_total else ""
     )
     message = f" {task.progress_message}" if task.progress_message else ""
-    return f"[{bar}] {amount} {task.status.value}{items}{message}"
+    remark = f" ({status_note(task)})" if status_note(task) else ""
+    return f"[{bar}] {amount} {task.status.value}{remark}{items}{message}"
+
+
+def status_note(task: TaskView) -> str | None:
+    """What the status alone does not say: a cancel the worker has not confirmed yet, or
+    why a QUEUED task has not started."""
+    if task.cancelling and not task.status.is_terminal:
+        return "cancelling: requested, not confirmed by the worker yet"
+    if task.status is TaskStatus.QUEUED and task.waiting_reason:
+        return f"waiting: {task.waiting_reason}"
+    return None
 
 
 class ProgressDisplay:

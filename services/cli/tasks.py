@@ -20,7 +20,7 @@ import msgspec
 
 from services.cli import connection, publishing
 from services.cli.errors import CliError, UsageError
-from services.cli.progress import ProgressDisplay
+from services.cli.progress import ProgressDisplay, status_note
 from shared.contracts import (
     Contract,
     TaskCancel,
@@ -34,7 +34,7 @@ from shared.contracts import (
     TaskView,
 )
 from shared.contracts.tasks import StatusInput
-from shared.messaging import NoReply, Requester, Unroutable
+from shared.messaging import NoReply, RemoteError, Requester, Unroutable
 from shared.settings import BaseSettings
 from shared.topology import Names
 
@@ -114,6 +114,12 @@ def run_submit(settings: BaseSettings, args: argparse.Namespace) -> int:
 
 def run_cancel(settings: BaseSettings, args: argparse.Namespace) -> int:
     message = publishing.validated(TaskCancel, {"task_id": args.task_id, "reason": args.reason})
+    # Asked first: a cancel of an unknown id would leave the tracker an orphan record.
+    task = asyncio.run(get_task(settings, args.task_id)).task
+    assert task is not None  # ask() turned a missing task into an error
+    if task.status.is_terminal:
+        print(f"task {args.task_id} already ended ({task.status.value}): nothing to cancel")
+        return 0
     publishing.send_contract(settings, message)
     print(f"cancellation of task {args.task_id} requested")
     return 0
@@ -133,7 +139,8 @@ def json_object(option: str, text: str) -> dict[str, Any]:
 
 
 async def ask(client: Requester, message: Contract, reply_type: type[R]) -> R:
-    """One request/reply; a reply with `error` set becomes a `CliError`."""
+    """One request/reply; an error reply becomes a `CliError` (`no such task: ID` when
+    the tracker does not know the task asked for)."""
     try:
         reply = await client.request(message, reply_type, timeout=REQUEST_TIMEOUT)
     except Unroutable:
@@ -142,10 +149,19 @@ async def ask(client: Requester, message: Contract, reply_type: type[R]) -> R:
         ) from None
     except NoReply as exc:
         raise CliError(f"{exc} (is the task_tracker running?)") from None
+    except RemoteError as exc:
+        raise answered_error(message, str(exc)) from None
     error = getattr(reply, "error", None)
-    if error:
-        raise CliError(str(error))
+    if error:  # a Requester that does not raise RemoteError itself
+        raise answered_error(message, str(error))
     return reply
+
+
+def answered_error(message: Contract, error: str) -> CliError:
+    task_id = getattr(message, "task_id", None)
+    if task_id is not None and ("no such task" in error or "not found" in error):
+        return CliError(f"no such task: {task_id}")
+    return CliError(error)
 
 
 def run_list(settings: BaseSettings, args: argparse.Namespace) -> int:
@@ -174,7 +190,7 @@ async def list_tasks(
 
 
 def print_table(tasks: Sequence[TaskView]) -> None:
-    header = ("ID", "KIND", "STATUS", "PROGRESS", "ITEMS OK/FAILED", "UPDATED")
+    header = ("ID", "KIND", "STATUS", "PROGRESS", "ITEMS OK/FAILED", "UPDATED", "NOTE")
     rows = [
         (
             t.id,
@@ -183,6 +199,7 @@ def print_table(tasks: Sequence[TaskView]) -> None:
             f"{t.progress_value}/{t.end_value}",
             f"{t.items_succeeded}/{t.items_failed}",
             timestamp(t.updated_at),
+            status_note(t) or "",
         )
         for t in tasks
     ]
@@ -201,6 +218,9 @@ def run_show(settings: BaseSettings, args: argparse.Namespace) -> int:
         print(msgspec.json.format(msgspec.json.encode(reply)).decode())
         return 0
     assert reply.task is not None  # ask() turned a missing task into an error
+    remark = status_note(reply.task)
+    if remark:
+        print(f"{'state:':<18} {reply.task.status.value}, {remark}")
     for name, value in msgspec.structs.asdict(reply.task).items():
         shown = timestamp(value) if isinstance(value, datetime) else value
         if isinstance(shown, dict | list):

@@ -1,5 +1,8 @@
 """`ferry up [--sandbox] [--only NAME ...]`: run every service as a local process.
 
+`--sandbox` also starts the local stand-ins for HF Hub, AIoD and OpenHexa once they exist
+(`services/sandbox`); they are not built yet, and it says so.
+
 Each package of `services/` with a `__main__.py` (except `cli`) is a service and runs as
 `python -m services.<name>` with its own FERRY_HTTP_PORT (base port + its index in sorted
 order). Output lines are prefixed with the service's name. Ctrl-C or SIGTERM stops them all:
@@ -41,7 +44,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--sandbox", action="store_true", help="also the local stand-ins")
+    parser.add_argument(
+        "--sandbox", action="store_true", help="also the local stand-ins (not built yet)"
+    )
     parser.add_argument(
         "--only", nargs="+", action="extend", default=[], metavar="NAME", help="only these"
     )
@@ -73,7 +78,9 @@ def run(settings: BaseSettings, args: argparse.Namespace) -> int:
             names.append(SANDBOX)
         else:
             print(
-                "ferry up: note: no stand-ins are installed (no services/sandbox)", file=sys.stderr
+                "ferry up: note: --sandbox: the local stand-ins for HF Hub, AIoD and OpenHexa"
+                " are not built yet; starting the services without them",
+                file=sys.stderr,
             )
     if not names:
         raise UsageError("no services to start")
@@ -124,6 +131,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = asyncio.Event()
         self.killing = asyncio.Event()
+        self.output_closed = False
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -182,8 +190,15 @@ class Supervisor:
             self._say(child, line.decode(errors="replace").rstrip("\n"))
 
     def _say(self, child: Child, text: str) -> None:
-        sys.stdout.write(child.prefix + text + "\n")
-        sys.stdout.flush()
+        if self.output_closed:
+            return
+        try:
+            sys.stdout.write(child.prefix + text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Nobody reads us any more (`ferry up | head`): stop everything, quietly.
+            self.output_closed = True
+            self.stopping.set()
 
     async def _wait_for_stop_or_failure(self) -> bool:
         """Wait for a stop request or a service exiting with an error (then True)."""
