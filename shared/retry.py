@@ -130,7 +130,9 @@ class RetryPolicy:
             attempt += 1
             try:
                 return await call()
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, BudgetSpent):
+                # A BudgetSpent from inside was retried there already (an ExternalApi
+                # request): retrying it here too would multiply the attempts.
                 raise
             except Exception as exc:
                 verdict = classify(exc)

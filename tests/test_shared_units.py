@@ -260,3 +260,18 @@ def test_every_failure_reason_is_redacted_where_it_is_built() -> None:
     )
     assert "dXNlcjpw" not in reason and "abc" not in reason and ":pw@" not in reason
     assert reason.startswith("RuntimeError: 401 for Authorization: Basic ***")
+
+
+async def test_a_budget_spent_inside_the_call_is_not_retried_again() -> None:
+    # An ExternalApi request retried itself already; the handler's policy must not multiply it.
+    calls = 0
+
+    async def request_that_gave_up() -> None:
+        nonlocal calls
+        calls += 1
+        raise BudgetSpent(TransientError("503 from the peer"), 4)
+
+    policy = RetryPolicy(attempts=4, base_delay=0.001, budget=5)
+    with pytest.raises(BudgetSpent):
+        await policy.run(request_that_gave_up)
+    assert calls == 1
