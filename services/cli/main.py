@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from services.cli import dlq, docs, publishing, tasks, up
 from services.cli.errors import CliError
+from services.openhexa_launcher import cli as openhexa
+from services.sandbox import cli as sandbox
 from shared.settings import BaseSettings, SettingsError
 
 DESCRIPTION = """\
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for module in (publishing, tasks, dlq, up, docs):
         module.add_parser(commands)
+    openhexa.add_parser(commands)  # ferry pipelines ...
+    openhexa.add_run_parser(commands)  # ferry run PIPELINE ...
+    sandbox.add_parser(commands)  # ferry sandbox hf-hub|aiod|openhexa|all
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The OpenHexa launcher: lists pipelines, validates configs, launches, watches and stops runs."""
