@@ -7,10 +7,11 @@
   `{"ok": false, "errors": [...]}` and exits 0 or 1 (no broker needed);
 - `ferry run PIPELINE --param key=value ... [--dry-run] [--watch]`: validate against the
   live version, then submit a task whose driving command is `openhexa.runs.launch`
-  (`--dry-run` launches nothing; `--watch` follows the task until it ends).
+  (`--dry-run` launches nothing; `--watch` follows the task until it ends). An invalid
+  config is one line on stderr, every problem on it, exit 2.
 
 Values of `--param` are JSON where they parse as JSON (`3`, `1.5`, `true`, `["a"]`), else
-text; a repeated key makes a list.
+text; a repeated key makes a list, and so does a single value of a `multiple` parameter.
 """
 
 from __future__ import annotations
@@ -225,17 +226,32 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return config
 
 
+def as_lists_where_multiple(
+    parameters: list[PipelineParameter], config: dict[str, Any]
+) -> dict[str, Any]:
+    """`--param countries=BE` given once means `["BE"]` when `countries` is `multiple`: a
+    command line cannot tell one value from a list of one otherwise."""
+    multiple = {p.code for p in parameters if p.multiple}
+    return {
+        key: [value]
+        if key in multiple and not isinstance(value, list) and value is not None
+        else value
+        for key, value in config.items()
+    }
+
+
 def run_run(settings: BaseSettings, args: argparse.Namespace) -> int:
     config = parse_params(args.params)
     detail = asyncio.run(get_pipeline(settings, args.pipeline, args.version_id))
     if detail.version is None:
         raise CliError(f"pipeline {detail.code} has no version to run")
+    config = as_lists_where_multiple(detail.version.parameters, config)
     specs = specs_of(detail.version.parameters)
     validated = validate_config(specs, config)
     if not validated.ok:
-        for message in validated.messages:
-            print(f"ferry: {message}", file=sys.stderr)
-        return EXIT_INVALID
+        # One line, exit 2, as every usage and validation error of `ferry`.
+        problems = "; ".join(validated.messages)
+        raise UsageError(f"invalid config for {detail.code}: {problems}")
     if args.dry_run:
         print(msgspec.json.encode({"ok": True, "config": validated.config}).decode())
         return 0

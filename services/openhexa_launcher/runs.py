@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import msgspec
 
 from services.openhexa_launcher.client import (
@@ -61,6 +62,9 @@ RUNS_LIMIT = "PIPELINE_RUNS_LIMIT_REACHED"
 ENDED = frozenset({"success", "failed", "stopped", "skipped"})
 STOPPABLE = frozenset({"queued", "running"})
 PROGRESS_END = 100  # a run's progress is a percentage
+# What no retry will change: a missing pipeline, version or run (LookupError), a GraphQL
+# refusal or a refused token (OpenHexaError), an HTTP 4xx answer (raised by ExternalApi).
+PERMANENT = (LookupError, OpenHexaError, httpx.HTTPStatusError)
 
 
 @dataclass(frozen=True)
@@ -226,9 +230,8 @@ class RunLauncher:
             return
         try:
             await self._launch(task, record, launch, delivery)
-        except (LookupError, OpenHexaError) as exc:
-            # Permanent: a missing pipeline or version, a refused token or permission.
-            await self._report(delivery, task.id, TaskStatus.ERRORED, str(exc))
+        except PERMANENT as exc:
+            await self._report(delivery, task.id, TaskStatus.ERRORED, _failure(exc))
 
     async def _launch(
         self, task: TaskView, record: RunRecord | None, launch: RunLaunch, delivery: Delivery
@@ -358,7 +361,16 @@ class RunLauncher:
                 pipeline_id=watch.pipeline_id, run_id=watch.run_id, watch_id=watch.watch_id
             )
         age = (datetime.now(UTC) - watch.started_at).total_seconds()
-        report = await self.examine(task, record, age=age)
+        try:
+            report = await self.examine(task, record, age=age)
+        except PERMANENT as exc:
+            # Iaso returns from its poll loop here and its decorator marks the task SUCCESS;
+            # a watch that cannot go on says why and ends the task ERRORED instead.
+            if task.status.is_terminal:
+                return
+            message = f"watching run {record.run_id} failed: {_failure(exc)}"
+            await self._report(delivery, task.id, TaskStatus.ERRORED, message)
+            return
         if report is not None:
             await self._report(
                 delivery, task.id, report.status, report.message,
@@ -387,7 +399,9 @@ class RunLauncher:
                 if task.status.is_terminal
                 else Report(TaskStatus.RUNNING, run.progress, "stopping")
             )
-        if status not in ENDED and age > self.settings.max_run_duration:
+        # A run being stopped for a cancel ends KILLED, however old it is.
+        overdue = age > self.settings.max_run_duration and not task.should_be_killed
+        if status not in ENDED and overdue:
             if status in STOPPABLE:
                 await self._stop(record.run_id)
             limit = f"{self.settings.max_run_duration:g}s"
@@ -495,6 +509,14 @@ class RunLauncher:
                 observed_at=datetime.now(UTC),
             )
         )
+
+
+def _failure(exc: BaseException) -> str:
+    """One line on a permanent failure, for the task's message."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        return f"OpenHexa answered HTTP {response.status_code} {response.reason_phrase}"
+    return str(exc) or type(exc).__name__
 
 
 def _recorded(record: RunRecord) -> dict[str, Any]:

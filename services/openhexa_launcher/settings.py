@@ -38,6 +38,8 @@ class LauncherSettings(BaseSettings):
         for name in ("poll_interval", "poll_max_interval", "max_run_duration", "runs_limit_delay"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"FERRY_{name.upper()}: must be positive")
+        if self.poll_backoff < 0:
+            raise SettingsError("FERRY_POLL_BACKOFF: must not be negative")
         if self.poll_max_interval < self.poll_interval:
             raise SettingsError("FERRY_POLL_MAX_INTERVAL: must be at least FERRY_POLL_INTERVAL")
         if self.runs_limit_max_delay < self.runs_limit_delay:

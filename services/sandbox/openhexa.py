@@ -20,9 +20,13 @@ answer carries exactly the fields selected, in the shapes of the reference:
 
 Knobs (flags, or `POST /_sandbox/openhexa` with a JSON object of them at run time):
 `queue_seconds`, `run_seconds`, `stop_seconds` (terminating to stopped), `outcome`
-(success | failed | heartbeat), `heartbeat_seconds`, `runs_limit` (active runs at once; 0:
-none). The pipelines `always-fails` and `heartbeat-lost` always end that way. Latency, 5xx
-and timeouts: the shared faults (`POST /_sandbox/faults`, see `services.sandbox.faults`).
+(success | failed | heartbeat | skipped: the runner skips the run instead of starting it),
+`heartbeat_seconds`, `runs_limit` (active runs at once; 0: none), `lost_run_answers` (the
+next N `runPipeline` calls create their run, then answer 504, as a gateway that gave up after
+the server acted). The pipelines `always-fails` and `heartbeat-lost` always end that way.
+`DELETE /_sandbox/openhexa/runs/{id}` makes a run vanish (as when its pipeline is deleted).
+Latency, 5xx and timeouts: the shared faults (`POST /_sandbox/faults`, see
+`services.sandbox.faults`); `GET /_sandbox/openhexa` shows the knobs.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ DEFAULT_VIEWER_TOKEN = "openhexa-sandbox-viewer"  # may see, may not run or stop
 WORKSPACE = "ferry"
 DEFAULT_PAGE_SIZE = 10
 ACTIVE = ("queued", "running", "terminating")
-OUTCOMES = ("success", "failed", "heartbeat")
+OUTCOMES = ("success", "failed", "heartbeat", "skipped")
 KNOBS_PATH = "/_sandbox/openhexa"
 
 
@@ -263,6 +267,7 @@ class Knobs:
     heartbeat_seconds: float = 1.0  # a heartbeat-lost run fails after running this long
     outcome: str = "success"
     runs_limit: int = 0  # active runs at once in the workspace; 0: no limit
+    lost_run_answers: int = 0  # the next N runPipeline answers are lost after the run exists
 
 
 @dataclass
@@ -417,6 +422,15 @@ class Workspace:
                     return run
         return None
 
+    def forget(self, run_id: str) -> bool:
+        """Remove a run, as if it had never been (False when there was none)."""
+        for pipeline in self.pipelines:
+            kept = [run for run in pipeline.runs if run.id != run_id]
+            if len(kept) != len(pipeline.runs):
+                pipeline.runs = kept
+                return True
+        return False
+
     def active_runs(self) -> int:
         count = 0
         for pipeline in self.pipelines:
@@ -436,6 +450,9 @@ class Workspace:
             return
         started = run.created + knobs.queue_seconds
         if now < started:
+            return
+        if run.outcome == "skipped":
+            self._end(run, "skipped", "Skipped: the runner did not start this run", "WARNING")
             return
         if run.status == "queued":
             run.status = "running"
@@ -755,6 +772,13 @@ async def handle_graphql(request: web.Request) -> web.Response:
         except TypeError as exc:  # a missing or unknown argument
             data[selection.key] = None
             errors.append({"message": f"Argument error: {exc}", "path": [selection.key]})
+    knobs = schema.workspace.knobs
+    if knobs.lost_run_answers > 0 and any(
+        isinstance(s, Field) and s.name == "runPipeline" for s in operation.selections
+    ):
+        # The run exists now, but its caller never learns it: only a look-up can find it.
+        knobs.lost_run_answers -= 1
+        return graphql_error(504, "Gateway Timeout (sandbox: the answer was lost)")
     answer: dict[str, Any] = {"data": data}
     if errors:
         answer["errors"] = errors
@@ -779,6 +803,17 @@ async def change_knobs(request: web.Request) -> web.Response:
     return web.json_response(dict(vars(knobs)))
 
 
+async def show_knobs(request: web.Request) -> web.Response:
+    return web.json_response(dict(vars(request.app[SCHEMA].workspace.knobs)))
+
+
+async def forget_run(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    if not request.app[SCHEMA].workspace.forget(run_id):
+        return web.json_response({"error": f"no run {run_id}"}, status=404)
+    return web.json_response({"forgotten": run_id})
+
+
 def create_app(
     options: OpenHexaOptions,
     knobs: Knobs,
@@ -793,6 +828,8 @@ def create_app(
     fault_injection.install(app, faults, graphql_error)
     app.router.add_post("/graphql/", handle_graphql)
     app.router.add_post(KNOBS_PATH, change_knobs)
+    app.router.add_get(KNOBS_PATH, show_knobs)
+    app.router.add_delete(KNOBS_PATH + "/runs/{run_id}", forget_run)
     app[BANNER] = lambda url: (
         f"openhexa: listening on {url} (GraphQL at {url}/graphql/, workspace {WORKSPACE});"
         f" token {options.token} (viewer: {options.viewer_token})"
