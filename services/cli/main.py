@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from services.cli import dlq, docs, publishing, tasks, up
 from services.cli.errors import CliError
+from services.gateway import cli as gateway
 from services.openhexa_launcher import cli as openhexa
 from services.sandbox import cli as sandbox
 from shared.settings import BaseSettings, SettingsError
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", title="commands"
     )
-    for module in (publishing, tasks, dlq, up, docs):
-        module.add_parser(commands)
+    for module in (publishing, tasks, dlq, up, docs, gateway):
+        module.add_parser(commands)  # gateway: ferry certs, ferry workspaces
     openhexa.add_parser(commands)  # ferry pipelines ...
     openhexa.add_run_parser(commands)  # ferry run PIPELINE ...
     sandbox.add_parser(commands)  # ferry sandbox hf-hub|aiod|openhexa|all

@@ -1,6 +1,18 @@
 """Message contracts: msgspec Structs, JSON on the wire, one module per domain."""
 
 from shared.contracts.base import Contract, json_schema
+from shared.contracts.hf import (
+    HfDatasetChanged,
+    HfDatasetsCollect,
+    HfRepoCreate,
+    HfRepoCreateReply,
+    HfRepoDelete,
+    HfRepoDeleteReply,
+    HfRepoVisibility,
+    HfRepoVisibilityReply,
+    HfWhoami,
+    HfWhoamiReply,
+)
 from shared.contracts.openhexa import (
     PipelineGet,
     PipelineGetReply,
@@ -25,6 +37,17 @@ from shared.contracts.tasks import (
     TaskUpdate,
     TaskView,
 )
+from shared.contracts.workspaces import (
+    WorkspaceCreate,
+    WorkspaceExport,
+    WorkspaceExportReply,
+    WorkspaceGet,
+    WorkspaceImport,
+    WorkspaceImportReply,
+    WorkspaceList,
+    WorkspaceListReply,
+    WorkspaceReply,
+)
 
 # Every contract a routing key carries: `ferry publish` validates against it.
 BY_ROUTING_KEY: dict[str, type[Contract]] = {
@@ -32,6 +55,9 @@ BY_ROUTING_KEY: dict[str, type[Contract]] = {
     for c in (
         *(TaskSubmit, TaskUpdate, TaskCancel, TaskCancelled, TasksChanged, TaskGet, TaskList),
         *(PipelineList, PipelineGet, RunLaunch, RunWatch),
+        *(WorkspaceList, WorkspaceGet, WorkspaceCreate, WorkspaceImport, WorkspaceExport),
+        *(HfDatasetsCollect, HfDatasetChanged, HfWhoami, HfRepoCreate, HfRepoDelete),
+        HfRepoVisibility,
     )
 }
 
@@ -41,6 +67,15 @@ REPLIES: dict[str, type[Contract]] = {
     TaskList.ROUTING_KEY: TaskListReply,
     PipelineList.ROUTING_KEY: PipelineListReply,
     PipelineGet.ROUTING_KEY: PipelineGetReply,
+    WorkspaceList.ROUTING_KEY: WorkspaceListReply,
+    WorkspaceGet.ROUTING_KEY: WorkspaceReply,
+    WorkspaceCreate.ROUTING_KEY: WorkspaceReply,
+    WorkspaceImport.ROUTING_KEY: WorkspaceImportReply,
+    WorkspaceExport.ROUTING_KEY: WorkspaceExportReply,
+    HfWhoami.ROUTING_KEY: HfWhoamiReply,
+    HfRepoCreate.ROUTING_KEY: HfRepoCreateReply,
+    HfRepoDelete.ROUTING_KEY: HfRepoDeleteReply,
+    HfRepoVisibility.ROUTING_KEY: HfRepoVisibilityReply,
 }
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""The gateway: Ferry's only ingress (gRPC with mutual TLS, and Hugging Face webhooks)."""

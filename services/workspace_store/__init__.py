@@ -1,0 +1,1 @@
+"""The workspace store: HumanFirst JSON workspaces on disk, served over RabbitMQ."""
