@@ -2,17 +2,20 @@
 
     python bench/tracker.py [--updates 20000] [--rate 1000] [--seconds 5] [--backend sqlite]
 
-1. Applied-update rate: N task updates (each a new item of one of 50 tasks) published with
-   confirms to a tracker process; the clock stops when every item is visible through
-   `tasks.get`. Baseline: the same bodies published the same way to a quorum queue and
-   consumed (decoded, acked) by a bare aio-pika consumer process.
+1. Applied-update rate: N task updates (each a new item of one of 50 submitted tasks)
+   published with confirms to a tracker process; the clock stops when every item is visible
+   through `tasks.get`. Baseline: the same bodies published the same way to a quorum queue
+   and consumed (decoded, acked) by a bare aio-pika consumer process.
 2. Publish-to-visible latency at a fixed offered rate, against a tracker running as its own
-   process (as deployed): each update is the first news of its own task; it is visible when
-   the tracker's `tasks.changed` event for that task arrives (published only after the
-   commit). Baseline: publish-to-consume latency of bare aio-pika.
+   process (as deployed): each update is the first report on its own (already submitted)
+   task; it is visible when the tracker's `tasks.changed` event showing that task RUNNING
+   arrives (published only after the commit). Baseline: publish-to-consume latency of bare
+   aio-pika.
 
-The machine is shared and noisy, so the ratios matter more than the absolute figures.
-Goals: applied rate >= 0.5 x raw; p99 publish-to-visible < 50 ms at 1,000 updates/s.
+Every commit is durable before its messages are acked (SQLite: WAL + synchronous=FULL;
+PostgreSQL: synchronous_commit on). The machine is shared and noisy, so the ratios matter
+more than the absolute figures. Goals: applied rate >= 0.5 x raw; p99 publish-to-visible
+at 1,000 updates/s < 50 ms on SQLite, < 100 ms on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import httpx
@@ -45,6 +49,7 @@ from shared.contracts.tasks import (
     TaskGet,
     TaskGetReply,
     TasksChanged,
+    TaskSubmit,
     TaskUpdate,
 )
 from shared.messaging import Requester
@@ -57,7 +62,7 @@ IN_FLIGHT = 256
 
 def updates(count: int, prefix: str) -> list[TaskUpdate]:
     return [
-        TaskUpdate(
+        TaskUpdate.now(
             task_id=f"{prefix}-{i % TASKS}",
             status="RUNNING",
             progress_message=f"item {i}",
@@ -83,7 +88,9 @@ async def publish_all(
     await asyncio.gather(*(one(k, b) for k, b in bodies))
 
 
-async def paced(rate: float, seconds: float, send: Callable[[int], Awaitable[None]]) -> int:
+async def paced(
+    rate: float, seconds: float, send: Callable[[int], Coroutine[Any, Any, None]]
+) -> int:
     """Call `send(i)` at `rate` per second for `seconds`, without waiting for each call."""
     total = int(rate * seconds)
     start = time.perf_counter()
@@ -92,7 +99,7 @@ async def paced(rate: float, seconds: float, send: Callable[[int], Awaitable[Non
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.create_task(send(i))  # type: ignore[arg-type]
+        task = asyncio.create_task(send(i))
         pending.add(task)
         task.add_done_callback(pending.discard)
     await asyncio.gather(*pending)
@@ -182,7 +189,7 @@ async def raw_latency(url: str, names: Names, rate: float, seconds: float) -> li
         await queue.consume(on_message)
 
         async def send(i: int) -> None:
-            update = TaskUpdate(task_id=f"raw-{i}", status="RUNNING")
+            update = TaskUpdate.now(task_id=f"raw-{i}", status="RUNNING")
             sent[update.task_id] = time.perf_counter()
             await exchange.publish(
                 aio_pika.Message(update.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
@@ -223,6 +230,8 @@ async def tracker_rate(settings: TrackerSettings, bodies: list[bytes], expected:
                 all_seen.set()
 
         await events.consume(on_event, no_ack=True)
+        # The tasks exist first (updates of a task never submitted are not shown).
+        await submit_all(exchange, [f"rate-{t}" for t in range(TASKS)], items)
         started = time.perf_counter()
         await publish_all(exchange, [("tasks.update", b) for b in bodies])
         await all_seen.wait()
@@ -235,6 +244,19 @@ async def tracker_rate(settings: TrackerSettings, bodies: list[bytes], expected:
     return expected / elapsed
 
 
+async def submit_all(
+    exchange: aio_pika.abc.AbstractExchange, task_ids: list[str], announced: dict[str, Any]
+) -> None:
+    """Submit the tasks, and wait (bounded) until the tracker announced every one."""
+    bodies = [TaskSubmit.now(task_id=t, kind="bench").encode() for t in task_ids]
+    await publish_all(exchange, [("tasks.submit", b) for b in bodies])
+    for _ in range(6000):  # up to 60 s
+        if all(t in announced for t in task_ids):
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError("the tracker did not announce every submitted task")
+
+
 async def tracker_latency(settings: TrackerSettings, rate: float, seconds: float) -> list[float]:
     names = Names(settings.namespace)
     connection = await aio_pika.connect(settings.amqp_url)
@@ -245,17 +267,20 @@ async def tracker_latency(settings: TrackerSettings, rate: float, seconds: float
         await events.bind(names.exchange, "tasks.changed")
         sent: dict[str, float] = {}
         latencies: dict[str, float] = {}
+        submitted: dict[str, bool] = {}
 
         async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             now = time.perf_counter()
             for task in msgspec.json.decode(message.body, type=TasksChanged).tasks:
-                if task.id in sent and task.id not in latencies:
+                submitted[task.id] = True
+                if task.status == "RUNNING" and task.id in sent and task.id not in latencies:
                     latencies[task.id] = now - sent[task.id]
 
         await events.consume(on_event, no_ack=True)
+        await submit_all(exchange, [f"lat-{i}" for i in range(int(rate * seconds))], submitted)
 
         async def send(i: int) -> None:
-            update = TaskUpdate(task_id=f"lat-{i}", status="RUNNING")
+            update = TaskUpdate.now(task_id=f"lat-{i}", status="RUNNING")
             sent[update.task_id] = time.perf_counter()
             await exchange.publish(
                 aio_pika.Message(update.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
@@ -318,6 +343,7 @@ async def main() -> None:
             await _delete_namespace(base.amqp_url, TaskTracker(settings))
 
     ms = 1000.0
+    goal_ms = 100 if args.backend == "postgres" else 50
     print(f"backend: {args.backend}, updates: {args.updates}, tasks: {TASKS}")
     print(f"raw aio-pika publish+consume:      {raw:10.0f} msg/s")
     print(f"tracker applied (visible via get): {applied:10.0f} updates/s")
@@ -329,7 +355,7 @@ async def main() -> None:
     )
     print(
         f"  tracker publish->visible p50 {percentile(lat, 50) * ms:6.1f} ms"
-        f"  p99 {percentile(lat, 99) * ms:6.1f} ms   (goal p99 < 50 ms)"
+        f"  p99 {percentile(lat, 99) * ms:6.1f} ms   (goal p99 < {goal_ms} ms)"
     )
     print(f"  ratio p99 tracker/raw: {percentile(lat, 99) / percentile(raw_lat, 99):.2f}")
 

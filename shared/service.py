@@ -424,32 +424,42 @@ class Service:
         self._readiness_checks.append(check)
 
     async def pause(self, reason: str) -> None:
-        """Stop taking new messages on every queue; those in hand stay in hand (unacked).
+        """Stop taking new commands and broadcasts; those in hand stay in hand (unacked).
 
         Used while something the handlers need is down, so that messages wait in their
-        queues instead of failing into the park and dead-letter paths."""
+        queues instead of failing into the park and dead-letter paths. Request queues go on:
+        a request is answered at once (with an error reply saying what is down) rather
+        than left to time out."""
         if self._paused is not None:
             return
         self._paused = reason
         self.log.warning("paused consuming", extra={"reason": reason})
-        for subscriber in self.broker.subscribers:
+        for subscriber in self._pausable():
             queue_obj, tag = _consumer_of(subscriber)
             if queue_obj is not None and tag is not None and not queue_obj.channel.is_closed:
                 await queue_obj.cancel(tag)
-                subscriber._consumer_tag = None  # type: ignore[attr-defined]
+                subscriber._consumer_tag = None
 
     async def resume(self) -> None:
         if self._paused is None:
             return
-        for subscriber in self.broker.subscribers:
+        for subscriber in self._pausable():
             queue_obj, tag = _consumer_of(subscriber)
             if queue_obj is not None and tag is None:
-                subscriber._consumer_tag = await queue_obj.consume(  # type: ignore[attr-defined]
-                    subscriber.consume,  # type: ignore[attr-defined]
-                    arguments=getattr(subscriber, "consume_args", None) or None,
+                subscriber._consumer_tag = await queue_obj.consume(
+                    subscriber.consume, arguments=getattr(subscriber, "consume_args", None) or None
                 )
         self.log.info("resumed consuming", extra={"was_paused_for": self._paused})
         self._paused = None
+
+    def _pausable(self) -> list[Any]:
+        return [
+            subscriber
+            for subscriber in self.broker.subscribers
+            if (spec := self._kinds.get(getattr(getattr(subscriber, "queue", None), "name", "")))
+            is None
+            or spec.kind != "request"
+        ]
 
     async def readiness(self) -> list[str]:
         """What is not ready, from state alone (answered at once, even with no broker)."""
@@ -459,11 +469,13 @@ class Service:
             problems.append("broker not connected")
         if self._paused is not None:
             problems.append(f"consuming paused: {self._paused}")
-        else:
-            for subscriber in self.broker.subscribers:
-                queue_obj, tag = _consumer_of(subscriber)
-                if queue_obj is None or tag is None or queue_obj.channel.is_closed:
-                    problems.append(f"no consumer on {getattr(subscriber, 'queue', subscriber)}")
+        paused = set(map(id, self._pausable())) if self._paused is not None else set()
+        for subscriber in self.broker.subscribers:
+            queue_obj, tag = _consumer_of(subscriber)
+            if id(subscriber) in paused:
+                continue
+            if queue_obj is None or tag is None or queue_obj.channel.is_closed:
+                problems.append(f"no consumer on {getattr(subscriber, 'queue', subscriber)}")
         if self._requester_started is not None and not self.requester.is_connected:
             problems.append("request client not connected")
         for check in self._readiness_checks:

@@ -75,7 +75,9 @@ def test_every_routing_key_names_its_contract() -> None:
 
 
 def test_unknown_fields_are_ignored_and_missing_ones_are_errors() -> None:
-    update = TaskUpdate.decode(b'{"task_id": "t", "from_the_future": {"x": 1}}')
+    update = TaskUpdate.decode(
+        b'{"task_id": "t", "observed_at": "2026-01-01T00:00:00Z", "from_the_future": {"x": 1}}'
+    )
     assert update.task_id == "t"
     with pytest.raises(msgspec.ValidationError, match="missing required field `task_id`"):
         TaskUpdate.decode(b'{"status": "RUNNING"}')
@@ -93,8 +95,13 @@ def test_decoding_is_strict_about_types_and_values() -> None:
 
 
 def test_the_iaso_documentation_statuses_are_aliases() -> None:
-    assert TaskUpdate.decode(b'{"task_id": "t", "status": "ERROR"}').status == "ERRORED"
-    assert TaskUpdate.decode(b'{"task_id": "t", "status": "CANCELLED"}').status == "KILLED"
+    at = b'"observed_at": "2026-01-01T00:00:00Z"'
+    assert TaskUpdate.decode(b'{"task_id": "t", "status": "ERROR", ' + at + b"}").status == (
+        "ERRORED"
+    )
+    assert TaskUpdate.decode(b'{"task_id": "t", "status": "CANCELLED", ' + at + b"}").status == (
+        "KILLED"
+    )
     assert TaskList.decode(b'{"statuses": ["CANCELLED"]}').statuses == ["KILLED"]
 
 
@@ -109,4 +116,4 @@ def test_an_error_reply_decodes_as_any_reply() -> None:
 def test_json_schemas_are_self_contained() -> None:
     schema = json_schema(TaskSubmit)
     assert "$ref" not in msgspec.json.encode(schema).decode()
-    assert schema["required"] == ["task_id", "kind"]
+    assert schema["required"] == ["task_id", "kind", "submitted_at"]

@@ -265,15 +265,29 @@ async def test_an_expired_request_is_not_dead_lettered(
     core: Core, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
     names = core.service.names
-    await core.service.pause("test")  # nobody takes the request: it expires in the queue
+    lookups = names.queue("core", "lookups")
+    [subscriber] = [s for s in core.service.broker.subscribers if s.queue.name == lookups]  # type: ignore[attr-defined]
+    await subscriber._queue_obj.cancel(subscriber._consumer_tag)  # type: ignore[attr-defined]
+    # Nobody takes the request now: it expires in its queue.
+    with pytest.raises(NoReply):
+        await core.service.request(Lookup(key="late"), LookupReply, timeout=0.3)
+    await asyncio.sleep(0.5)
+    assert await queue_depth(amqp, lookups) == 0
+    assert await queue_depth(amqp, names.dead_letter_queue("core")) == 0
+
+
+async def test_pausing_stops_commands_but_requests_are_still_answered(core: Core) -> None:
+    await core.service.pause("the store is down")
     try:
-        with pytest.raises(NoReply):
-            await core.service.request(Lookup(key="late"), LookupReply, timeout=0.3)
+        assert (await core.service.request(Lookup(key="q"), LookupReply)).value == "Q"
+        await publish(core.service.broker, core.service.names, Job(task_id="t", item_key="p"))
         await asyncio.sleep(0.5)
-        assert await queue_depth(amqp, names.queue("core", "lookups")) == 0
+        assert core.deliveries == []
+        assert "consuming paused: the store is down" in await core.service.readiness()
     finally:
         await core.service.resume()
-    assert await queue_depth(amqp, names.dead_letter_queue("core")) == 0
+    await eventually(lambda: len(core.deliveries) == 1)
+    assert await core.service.readiness() == []
 
 
 class _KeylessLookup(Contract, kw_only=True):

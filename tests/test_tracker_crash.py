@@ -4,76 +4,23 @@ update it had not committed is redelivered to the next tracker and merged exactl
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aio_pika
-import httpx
 import pytest
 
 from services.task_tracker.settings import TrackerSettings
-from shared.contracts.tasks import ItemOutcome, TaskGet, TaskGetReply, TaskUpdate
-from shared.messaging import NoReply, Requester
+from shared.contracts.tasks import ItemOutcome, TaskGet, TaskGetReply, TaskSubmit, TaskUpdate
+from shared.messaging import NoReply, RemoteError, Requester
 from shared.settings import BaseSettings
 from shared.topology import Names
 from tests.conftest import Cleanup
 from tests.support.publisher import publish_many
-from tests.support.tracker import backend_settings, environment
+from tests.support.tracker import TrackerProcess, backend_settings, free_port
 from tests.support.waiting import drain, eventually
 
 ITEMS = 3000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class TrackerProcess:
-    """`python -m services.task_tracker` as an operator would run it."""
-
-    def __init__(self, settings: TrackerSettings, log: Path) -> None:
-        self.settings = settings
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.task_tracker"],
-                env=environment(self.settings),
-                stdout=out,
-                stderr=out,
-            )
-        url = f"http://127.0.0.1:{self.settings.http_port}/readyz"
-
-        async def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"tracker exited: {self.log.read_text()[-2000:]}")
-            try:
-                async with httpx.AsyncClient() as http:
-                    return (await http.get(url, timeout=1)).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(ready, timeout=30, interval=0.1)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -104,7 +51,7 @@ async def test_a_tracker_killed_mid_batch_loses_and_doubles_nothing(
     await tracker.start()
     try:
         updates = [
-            TaskUpdate(
+            TaskUpdate.now(
                 task_id="crash",
                 status="RUNNING",
                 end_value=ITEMS,
@@ -112,7 +59,8 @@ async def test_a_tracker_killed_mid_batch_loses_and_doubles_nothing(
             )
             for i in range(ITEMS)
         ]
-        publishing = asyncio.create_task(publish_many(settings.amqp_url, names, updates))
+        submit = TaskSubmit.now(task_id="crash", kind="crash-test")
+        publishing = asyncio.create_task(publish_many(settings.amqp_url, names, [submit, *updates]))
         async with Requester(settings.amqp_url, names) as client:
 
             async def items_done() -> int:
@@ -141,7 +89,7 @@ async def test_a_tracker_killed_mid_batch_loses_and_doubles_nothing(
 async def _at_least(count: Callable[[], Awaitable[int]], target: int) -> bool:
     try:
         return await count() >= target
-    except NoReply:  # the tracker is down or busy restarting
+    except (NoReply, RemoteError):  # the tracker is down or restarting, or no submit yet
         return False
 
 

@@ -3,6 +3,7 @@ at-least-once queues: any order and any duplication of the same changes gives th
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from services.task_tracker.domain import (
 from shared.contracts.tasks import (
     DrivingCommand,
     ItemOutcome,
+    StatusInput,
     TaskCancel,
     TaskStatus,
     TaskSubmit,
@@ -48,8 +50,10 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def update(seconds: float, task_id: str = "t1", **fields: Any) -> TaskUpdate:
-    return TaskUpdate(task_id=task_id, observed_at=at(seconds), **fields)
+def update(
+    seconds: float, status: StatusInput | None = None, task_id: str = "t1", **fields: Any
+) -> TaskUpdate:
+    return TaskUpdate(task_id=task_id, status=status, observed_at=at(seconds), **fields)
 
 
 def submit(seconds: float = 0, task_id: str = "t1", **fields: Any) -> TaskSubmit:
@@ -253,11 +257,30 @@ def test_cancel_of_a_driven_or_running_task_waits_for_the_worker() -> None:
     driven = one([submit(command=COMMAND), cancel(5)])
     assert driven.status is TaskStatus.QUEUED
     assert driven.should_be_killed
-    running = one([submit(), update(1, status="RUNNING"), cancel(5)])
+    running = one([submit(command=COMMAND), update(1, status="RUNNING"), cancel(5)])
     assert running.status is TaskStatus.RUNNING
     assert running.should_be_killed
-    confirmed = one([submit(), update(1, status="RUNNING"), cancel(5), update(6, status="KILLED")])
+    assert running.to_view().cancelling
+    confirmed = one(
+        [submit(command=COMMAND), update(1, status="RUNNING"), cancel(5), update(6, "KILLED")]
+    )
     assert confirmed.status is TaskStatus.KILLED
+    assert not confirmed.to_view().cancelling
+
+
+def test_a_derived_kill_is_terminal_in_every_order() -> None:
+    # Submitted without a command, then cancelled: KILLED at once, and no RUNNING report
+    # revives it, whether observed before the cancel, after it, or arriving first.
+    changes: list[Change] = [submit(), cancel(5), update(1, "RUNNING"), update(9, "RUNNING")]
+    for order in itertools.permutations(changes):
+        record = one(order)
+        assert (record.status, record.status_at, record.ended_at) == (
+            TaskStatus.KILLED,
+            at(5),
+            at(5),
+        )
+    # A worker's terminal report says how it really ended.
+    assert one([submit(), cancel(5), update(7, "SUCCESS")]).status is TaskStatus.SUCCESS
 
 
 def test_cancel_before_the_submit_is_known_does_not_kill_yet() -> None:
@@ -324,8 +347,14 @@ def test_sweep_redrives_stalled_tasks_then_gives_up() -> None:
     )
 
 
+def test_orphans_are_neither_driven_nor_given_up() -> None:
+    orphan = one([update(1, status="RUNNING"), cancel(2)])
+    assert orphan.is_orphan
+    assert sweep_decision(orphan, idle(orphan, GIVE_UP * 2), STALL, GIVE_UP) is SweepAction.NONE
+
+
 def test_commandless_tasks_are_not_redriven_but_given_up() -> None:
-    record = one([update(1, status="RUNNING")])
+    record = one([submit(), update(1, status="RUNNING")])
     assert sweep_decision(record, idle(record, STALL * 2), STALL, GIVE_UP) is SweepAction.NONE
     assert sweep_decision(record, idle(record, GIVE_UP * 2), STALL, GIVE_UP) is (
         SweepAction.GIVE_UP
@@ -414,6 +443,78 @@ def test_any_order_and_duplication_gives_the_same_state(
     assert actual[1] == expected[1]
 
 
+def shown_statuses(changes: Sequence[Change]) -> list[dict[str, TaskStatus]]:
+    """The status of every task as shown after each change, one change at a time."""
+    records: dict[str, TaskRecord] = {}
+    items: dict[tuple[str, str], ItemRecord] = {}
+    shown = []
+    for change in changes:
+        outcome = apply_batch([change], records, items, NOW)
+        records.update(outcome.records)
+        items.update({(i.task_id, i.item_key): i for i in outcome.items})
+        shown.append({task_id: r.status for task_id, r in records.items()})
+    return shown
+
+
+def assert_terminal_absorbs(changes: Sequence[Change]) -> None:
+    shown = shown_statuses(changes)
+    for before, after in itertools.pairwise(shown):
+        for task_id, status in before.items():
+            if status.is_terminal:
+                assert after[task_id].is_terminal, (task_id, status, after[task_id], changes)
+
+
+@settings(max_examples=400, deadline=None)
+@given(changes=changes_strategy)
+def test_once_terminal_is_shown_no_change_makes_a_task_live_again(changes: list[Change]) -> None:
+    assert_terminal_absorbs(changes)
+
+
+# One task, submitted (with or without a command), cancelled, and reported on: every order.
+cancel_scenarios = st.tuples(
+    st.builds(
+        TaskSubmit,
+        task_id=st.just("a"),
+        kind=st.just("k"),
+        command=st.sampled_from([None, COMMAND]),
+        submitted_at=st.sampled_from(TIMES),
+    ),
+    st.builds(
+        TaskCancel,
+        task_id=st.just("a"),
+        reason=st.sampled_from([None, "r"]),
+        requested_at=st.sampled_from(TIMES),
+    ),
+    st.lists(
+        st.builds(
+            TaskUpdate,
+            task_id=st.just("a"),
+            status=st.sampled_from(["QUEUED", "RUNNING", "SUCCESS", "KILLED", "ERRORED"]),
+            observed_at=st.sampled_from(TIMES),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), scenario=cancel_scenarios)
+def test_cancel_and_reports_in_every_order(
+    data: st.DataObject, scenario: tuple[TaskSubmit, TaskCancel, list[TaskUpdate]]
+) -> None:
+    submit_, cancel_, reports = scenario
+    changes: list[Change] = [submit_, cancel_, *reports]
+    first = data.draw(st.permutations(changes))
+    second = data.draw(st.permutations(changes))
+    assert_terminal_absorbs(first)
+    assert_terminal_absorbs(second)
+    assert one(first).to_view() == one(second).to_view()
+    if submit_.command is None:
+        # Nothing will run it: the cancel kills it, whatever was reported non-terminal.
+        assert one(first).status.is_terminal
+
+
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), changes=changes_strategy)
 def test_batches_fold_like_single_changes(data: st.DataObject, changes: list[Change]) -> None:
@@ -430,7 +531,7 @@ def test_batches_fold_like_single_changes(data: st.DataObject, changes: list[Cha
 
 
 @pytest.mark.parametrize("status", ["QUEUED", "RUNNING"])
-def test_item_counts_match_the_item_set(status: str) -> None:
+def test_item_counts_match_the_item_set(status: StatusInput) -> None:
     records, items = fold(
         [
             update(1, status=status, items=[ItemOutcome(item_key="a", outcome="ERRORED")]),

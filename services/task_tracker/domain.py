@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -27,6 +27,7 @@ from shared.contracts.tasks import (
     ItemOutcomeStatus,
     ItemView,
     TaskCancel,
+    TaskCancelled,
     TaskStatus,
     TaskSubmit,
     TaskUpdate,
@@ -106,10 +107,31 @@ class TaskRecord:
     reported_status: TaskStatus = TaskStatus.QUEUED
     reported_status_at: datetime | None = None
     kill_requested_at: datetime | None = None  # requested_at of the earliest cancel
+    # Some submit of this task carried no command (grow-only: an earlier submit with a
+    # command arriving later must not revive a task its cancel already killed).
+    submitted_without_command: bool = False
     # Tracker bookkeeping: wall clock, not observations. Not part of the merge equality tests.
     touched_at: datetime = NEVER
     driven_at: datetime | None = None
     drive_attempts: int = 0
+    # The last time publishing the driving command found no consumer, and what it said.
+    undeliverable_at: datetime | None = None
+    undeliverable_reason: str | None = None
+
+    @property
+    def is_orphan(self) -> bool:
+        """Known only from updates or cancels: no submit seen (yet). Not shown as a task."""
+        return self.kind is None
+
+    @property
+    def waiting_reason(self) -> str | None:
+        """Why a QUEUED task has not started: its command found no consumer, and it has
+        not been driven again since."""
+        if self.status is not _QUEUED or self.undeliverable_at is None:
+            return None
+        if self.driven_at is not None and self.driven_at > self.undeliverable_at:
+            return None
+        return self.undeliverable_reason
 
     def to_view(self) -> TaskView:
         return TaskView(
@@ -134,6 +156,8 @@ class TaskRecord:
             items_skipped=self.items_skipped,
             driver=self.command.routing_key if self.command is not None else None,
             drive_attempts=self.drive_attempts,
+            cancelling=self.should_be_killed and not self.status.is_terminal,
+            waiting_reason=self.waiting_reason,
         )
 
 
@@ -232,11 +256,17 @@ def merge_records(base: TaskRecord, other: TaskRecord) -> TaskRecord:
         merged.should_be_killed = True
         merged.kill_reason, merged.kill_requested_at = other.kill_reason, other.kill_requested_at
 
+    merged.submitted_without_command |= other.submitted_without_command
     merged.started_at = _earliest(merged.started_at, other.started_at)
     merged.updated_at = max(merged.updated_at, other.updated_at)
     merged.touched_at = max(merged.touched_at, other.touched_at)
     merged.driven_at = _latest(merged.driven_at, other.driven_at)
     merged.drive_attempts = max(merged.drive_attempts, other.drive_attempts)
+    if other.undeliverable_at is not None and _register_key(
+        other.undeliverable_at, other.undeliverable_reason
+    ) > _register_key(merged.undeliverable_at, merged.undeliverable_reason):
+        merged.undeliverable_at = other.undeliverable_at
+        merged.undeliverable_reason = other.undeliverable_reason
     _settle(merged)
     return merged
 
@@ -244,17 +274,17 @@ def merge_records(base: TaskRecord, other: TaskRecord) -> TaskRecord:
 def _settle(record: TaskRecord) -> None:
     """Derive the shown status from the joined state.
 
-    A cancelled task that is still QUEUED and was submitted without a command will never be
-    run by anyone, so it is KILLED as of the cancel. This is derived rather than applied once
-    so that it does not depend on whether the cancel arrived before or after the submit.
+    A cancelled task that was submitted without a command has no driver the tracker could
+    wait for, so it is KILLED as of the cancel, whatever non-terminal status was reported
+    and whenever it was observed: once KILLED is shown, no RUNNING report revives it, in
+    any order. A terminal report (the worker's word on how it ended) is shown instead.
+    Derived rather than applied once, so that it depends only on the set of changes.
     """
     status, status_at = record.reported_status, record.reported_status_at
-    if (
-        status is _QUEUED
-        and record.should_be_killed
-        and record.kind is not None
-        and record.command is None
-    ):
+    nothing_to_wait_for = record.submitted_without_command or (
+        record.kind is not None and record.command is None
+    )
+    if not status.is_terminal and record.should_be_killed and nothing_to_wait_for:
         status, status_at = TaskStatus.KILLED, record.kill_requested_at
     record.status, record.status_at = status, status_at
     record.ended_at = status_at if status.is_terminal else None
@@ -272,6 +302,7 @@ def apply_submit(record: TaskRecord | None, submit: TaskSubmit, now: datetime) -
         name=submit.name,
         params=submit.params,
         command=submit.command,
+        submitted_without_command=submit.command is None,
         created_at=submitted_at,
         updated_at=submitted_at,
         touched_at=utc(now),
@@ -417,7 +448,9 @@ class SweepAction(Enum):
 def sweep_decision(
     record: TaskRecord, now: datetime, stall_after: timedelta, give_up_after: timedelta
 ) -> SweepAction:
-    if record.status.is_terminal:
+    if record.status.is_terminal or record.is_orphan:
+        # Orphans are neither driven nor given up: they wait for their submit, and are
+        # deleted when it never comes (`TaskStore.delete_orphans`).
         return SweepAction.NONE
     now = utc(now)
     silent_for = now - record.touched_at
@@ -466,6 +499,119 @@ def _tracker_report(
 
 
 def mark_driven(record: TaskRecord, now: datetime) -> TaskRecord:
-    """Note that the driving command was just published (again)."""
+    """Note that the driving command is being published (again)."""
     delta = TaskRecord(id=record.id, driven_at=utc(now), drive_attempts=record.drive_attempts + 1)
     return merge_records(record, delta)
+
+
+def mark_undeliverable(task_id: str, routing_key: str, now: datetime) -> TaskRecord:
+    """A delta to merge into the stored task: its driving command found no consumer at
+    `now` (the sweep tries it again)."""
+    return TaskRecord(
+        id=task_id,
+        undeliverable_at=utc(now),
+        undeliverable_reason=f"no consumer for {routing_key}",
+    )
+
+
+# --- side effects -------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class FollowUp:
+    """A message a committed change calls for. Decided and recorded (the store's outbox) in
+    the transaction that applies the change, published after the commit, deleted once the
+    broker confirmed it; so a crash or a second replica can neither lose nor double it."""
+
+    task_id: str
+    purpose: Literal["drive", "cancelled"]
+    routing_key: str
+    body: bytes
+    outbox_id: int = 0  # assigned by the store
+
+    @property
+    def mandatory(self) -> bool:
+        # A command nobody receives is an error; a broadcast may have no listener yet.
+        return self.purpose == "drive"
+
+
+def drive_command(record: TaskRecord) -> FollowUp:
+    command = record.command
+    if command is None:
+        raise ValueError(f"task {record.id!r} has no driving command")
+    body = msgspec.json.encode({**command.body, "task_id": record.id})
+    return FollowUp(record.id, "drive", command.routing_key, body)
+
+
+def cancelled_broadcast(record: TaskRecord) -> FollowUp:
+    event = TaskCancelled(task_id=record.id, reason=record.kill_reason)
+    return FollowUp(record.id, "cancelled", TaskCancelled.ROUTING_KEY, event.encode())
+
+
+def awaits_first_drive(record: TaskRecord) -> bool:
+    return (
+        record.command is not None
+        and record.driven_at is None
+        and record.status is _QUEUED
+        and not record.should_be_killed
+    )
+
+
+def decide_follow_ups(
+    loaded: Mapping[str, TaskRecord], records: Mapping[str, TaskRecord], now: datetime
+) -> tuple[dict[str, TaskRecord], list[FollowUp]]:
+    """The messages a batch calls for, decided on the rows it holds locked: the first drive
+    of each newly submitted task (marked driven in the same transaction, so no other
+    replica drives it too) and one `tasks.cancelled` per task on its first cancel."""
+    decided: dict[str, TaskRecord] = {}
+    follow_ups: list[FollowUp] = []
+    for task_id, applied in records.items():
+        before = loaded.get(task_id)
+        record = applied
+        if awaits_first_drive(record):
+            record = mark_driven(record, now)
+            follow_ups.append(drive_command(record))
+        if record.should_be_killed and not (before is not None and before.should_be_killed):
+            follow_ups.append(cancelled_broadcast(record))
+        decided[task_id] = record
+    return decided, follow_ups
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What a transaction writes: `apply_batch` plus the follow-ups it calls for."""
+
+    records: dict[str, TaskRecord]  # every task the batch touched, first-touch order
+    changed: list[TaskRecord]  # those that differ from what was loaded
+    items: list[ItemRecord]
+    follow_ups: list[FollowUp]
+
+
+def plan_batch(
+    changes: Sequence[Change],
+    records: Mapping[str, TaskRecord],
+    items: Mapping[tuple[str, str], ItemRecord],
+    now: datetime,
+) -> BatchPlan:
+    """`apply_batch`, then `decide_follow_ups`, on rows the caller holds locked."""
+    outcome = apply_batch(changes, records, items, now)
+    decided, follow_ups = decide_follow_ups(records, outcome.records, now)
+    changed = [r for task_id, r in decided.items() if r != records.get(task_id)]
+    return BatchPlan(decided, changed, outcome.items, follow_ups)
+
+
+def sweep_task(
+    record: TaskRecord, now: datetime, stall_after: timedelta, give_up_after: timedelta
+) -> tuple[TaskRecord, list[FollowUp]] | None:
+    """The sweep's verdict on one (locked) task: its new state and the messages it calls
+    for, or None when it is left alone."""
+    action = sweep_decision(record, now, stall_after, give_up_after)
+    if action is SweepAction.KILL:
+        return mark_killed_by_tracker(record, now, kill_message(stall_after)), []
+    if action is SweepAction.GIVE_UP:
+        silent_for = utc(now) - record.touched_at
+        return mark_given_up(record, now, give_up_message(silent_for)), []
+    if action is SweepAction.REDRIVE:
+        driven = mark_driven(record, now)
+        return driven, [drive_command(driven)]
+    return None

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from shared.contracts.base import Contract, Identifier, ShortText, utc_now
+from shared.contracts.base import Contract, Identifier, Reply, ShortText, utc_now
 
 
 class TaskStatus(StrEnum):
@@ -44,12 +44,31 @@ def canonical_status(value: str) -> TaskStatus:
     return STATUS_ALIASES.get(value) or TaskStatus(value)
 
 
+# A task's free-form JSON (params, result, the command's body) travels whole in every
+# `tasks.changed` event and reply: bounded at the edge, so no event can outgrow the broker.
+MAX_JSON_BYTES = 64 * 1024
+
+
+def check_json_size(field_name: str, value: Any) -> None:
+    """Raise ValueError (a ValidationError when decoding) if `value` encodes too large."""
+    if value is None or value == {}:
+        return
+    size = len(msgspec.json.encode(value))
+    if size > MAX_JSON_BYTES:
+        raise ValueError(
+            f"`{field_name}` is {size} bytes encoded; the limit is {MAX_JSON_BYTES} bytes"
+        )
+
+
 class DrivingCommand(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """The command that does a task's work; the tracker publishes it, with `task_id` added,
     when the task is submitted and again when the task stalls."""
 
     routing_key: RoutingKey
     body: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        check_json_size("command.body", self.body)
 
 
 class TaskSubmit(Contract, kw_only=True):
@@ -60,7 +79,17 @@ class TaskSubmit(Contract, kw_only=True):
     name: ShortText = ""
     params: dict[str, Any] = {}
     command: DrivingCommand | None = None
-    submitted_at: datetime = msgspec.field(default_factory=utc_now)
+    # Required on the wire: the producer's clock, so that decoding the same bytes twice
+    # gives the same change (a consumer-side default would make a redelivery look newer).
+    submitted_at: datetime
+
+    def __post_init__(self) -> None:
+        check_json_size("params", self.params)
+
+    @classmethod
+    def now(cls, **fields: Any) -> TaskSubmit:
+        """A submit stamped with the producer's clock now."""
+        return cls(submitted_at=utc_now(), **fields)
 
 
 class ItemOutcome(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -83,11 +112,17 @@ class TaskUpdate(Contract, kw_only=True):
     progress_message: ShortText | None = None
     result: Any = None
     items: list[ItemOutcome] = []
-    observed_at: datetime = msgspec.field(default_factory=utc_now)
+    observed_at: datetime  # required on the wire, see TaskSubmit.submitted_at
 
     def __post_init__(self) -> None:
         if self.status is not None:
             self.status = canonical_status(self.status).value
+        check_json_size("result", self.result)
+
+    @classmethod
+    def now(cls, **fields: Any) -> TaskUpdate:
+        """An update stamped with the producer's clock now."""
+        return cls(observed_at=utc_now(), **fields)
 
 
 class TaskCancel(Contract, kw_only=True):
@@ -95,7 +130,12 @@ class TaskCancel(Contract, kw_only=True):
 
     task_id: Identifier
     reason: ShortText | None = None
-    requested_at: datetime = msgspec.field(default_factory=utc_now)
+    requested_at: datetime  # required on the wire, see TaskSubmit.submitted_at
+
+    @classmethod
+    def now(cls, **fields: Any) -> TaskCancel:
+        """A cancel stamped with the producer's clock now."""
+        return cls(requested_at=utc_now(), **fields)
 
 
 class TaskCancelled(Contract, kw_only=True):
@@ -130,6 +170,11 @@ class TaskView(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     items_skipped: int = 0
     driver: str | None = None
     drive_attempts: int = 0
+    # Cancel requested, the task not terminal yet (the worker has not confirmed).
+    cancelling: bool = False
+    # Why a QUEUED task has not started, e.g. "no consumer for hf.datasets.collect";
+    # None once its command was delivered.
+    waiting_reason: str | None = None
 
 
 class ItemView(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -142,8 +187,9 @@ class ItemView(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
 class TasksChanged(Contract, kw_only=True):
     """Published after every commit: each task the commit touched, whole (state, not deltas).
 
-    One event per commit rather than per task: under load a commit touches many tasks, and
-    a watcher of one task simply skips the others.
+    One event per commit rather than per task (under load a commit touches many tasks, and
+    a watcher of one task simply skips the others), split into several events when one
+    would exceed the broker-facing size limit (`max_message_bytes`).
     """
 
     ROUTING_KEY: ClassVar[str] = "tasks.changed"
@@ -158,10 +204,9 @@ class TaskGet(Contract, kw_only=True):
     include_items: bool = False
 
 
-class TaskGetReply(Contract, kw_only=True):
+class TaskGetReply(Reply, kw_only=True):
     task: TaskView | None = None
     items: list[ItemView] = []
-    error: str | None = None
 
 
 class TaskList(Contract, kw_only=True):
@@ -176,7 +221,6 @@ class TaskList(Contract, kw_only=True):
         self.statuses = [canonical_status(s).value for s in self.statuses]
 
 
-class TaskListReply(Contract, kw_only=True):
+class TaskListReply(Reply, kw_only=True):
     tasks: list[TaskView] = []
     next_cursor: str | None = None
-    error: str | None = None

@@ -4,13 +4,21 @@ Concurrency: every write path locks the rows of the tasks it touches (`FOR UPDAT
 order so two replicas cannot deadlock) before it reads, merges and writes them. Tasks not
 stored yet are first inserted as placeholders (`body` = JSON null), so a brand-new task is
 locked like any other instead of being inserted twice by racing replicas. Items are only
-ever written under their task's row lock, so they need no lock of their own.
+ever written under their task's row lock, so they need no lock of their own. Side effects
+(the first drive, `tasks.cancelled`) are decided on the locked rows and recorded in the
+outbox table in the same transaction; outbox rows and the sweep's candidates are claimed
+with `FOR UPDATE SKIP LOCKED`, so two replicas never both act on one.
+
+Every statement has a timeout (`command_timeout`), and the connection-level failures of
+asyncpg surface as `StoreUnavailable`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -18,14 +26,20 @@ import asyncpg
 
 from services.task_tracker.domain import (
     Change,
+    FollowUp,
     ItemRecord,
     TaskRecord,
-    apply_batch,
+    plan_batch,
+    sweep_task,
     touched_item_keys,
     utc,
 )
 from services.task_tracker.store.base import (
     NON_TERMINAL,
+    Applied,
+    Sender,
+    StoreUnavailable,
+    SweepRules,
     TaskStore,
     check_prefix,
     decode_cursor,
@@ -39,16 +53,33 @@ from shared.contracts.tasks import TaskStatus
 
 _PLACEHOLDER = "null"
 
+# What says "the database cannot be reached" rather than "this statement is wrong".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.InterfaceError,  # the connection is closed, the pool is closing
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, terminated
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+)
+
 
 class PostgresTaskStore(TaskStore):
     def __init__(
-        self, url: str, table_prefix: str = "", min_pool: int = 1, max_pool: int = 10
+        self,
+        url: str,
+        table_prefix: str = "",
+        min_pool: int = 1,
+        max_pool: int = 10,
+        command_timeout: float = 10.0,
     ) -> None:
         prefix = check_prefix(table_prefix)
         self._url = url
         self._pool_size = (min_pool, max_pool)
+        self._command_timeout = command_timeout
         self._tasks = f"{prefix}tasks"
         self._items = f"{prefix}task_items"
+        self._outbox = f"{prefix}task_outbox"
         self._pool_or_none: asyncpg.Pool | None = None
 
     @property
@@ -57,13 +88,34 @@ class PostgresTaskStore(TaskStore):
             raise RuntimeError("the task store is not open")
         return self._pool_or_none
 
+    @asynccontextmanager
+    async def _connection(self, *, transaction: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection (in a transaction unless told not to); connection-level
+        failures, acquiring included, become `StoreUnavailable`."""
+        try:
+            async with self._pool.acquire(timeout=self._command_timeout) as conn:
+                if transaction:
+                    async with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+
     async def open(self) -> None:
         min_size, max_size = self._pool_size
-        self._pool_or_none = await asyncpg.create_pool(
-            self._url, min_size=min_size, max_size=max_size
-        )
-        t, i = self._tasks, self._items
-        async with self._pool.acquire() as conn, conn.transaction():
+        try:
+            self._pool_or_none = await asyncpg.create_pool(
+                self._url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=self._command_timeout,  # to connect
+                command_timeout=self._command_timeout,  # every statement
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        t, i, o = self._tasks, self._items, self._outbox
+        async with self._connection() as conn:
             # Replicas starting together would race on CREATE TABLE IF NOT EXISTS.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"ferry:{t}")
             await conn.execute(
@@ -89,31 +141,51 @@ class PostgresTaskStore(TaskStore):
                     observed_at timestamptz NOT NULL,
                     PRIMARY KEY (task_id, item_key)
                 );
+                CREATE INDEX IF NOT EXISTS {t}_orphans ON {t} (touched_at) WHERE kind IS NULL;
+                CREATE TABLE IF NOT EXISTS {o} (
+                    id bigserial PRIMARY KEY,
+                    task_id text NOT NULL,
+                    purpose text NOT NULL,
+                    routing_key text NOT NULL,
+                    body bytea NOT NULL,
+                    created_at timestamptz NOT NULL
+                );
                 """
             )
 
     async def close(self) -> None:
         if self._pool_or_none is not None:
-            await self._pool_or_none.close()
-            self._pool_or_none = None
+            pool, self._pool_or_none = self._pool_or_none, None
+            try:
+                await asyncio.wait_for(pool.close(), self._command_timeout)
+            except _UNAVAILABLE:
+                pool.terminate()
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def apply(self, changes: Sequence[Change], now: datetime) -> builtins.list[TaskRecord]:
+    async def apply(self, changes: Sequence[Change], now: datetime) -> Applied:
         if not changes:
-            return []
+            return Applied()
         ids = sorted({change.task_id for change in changes})
         item_keys = sorted(touched_item_keys(changes))
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                f"INSERT INTO {self._tasks} (id, status, sort_at, touched_at, body)"
+        # Round trips are what a batch waits for (each one also yields the event loop to
+        # the deliveries arriving meanwhile): create-or-lock-and-read is one statement, the
+        # writes of tasks and items another.
+        async with self._connection() as conn:
+            # A placeholder for each task not stored yet, and a row lock on every one, in id
+            # order (no deadlock between replicas). The no-op update is what locks an
+            # existing row and returns its stored body.
+            rows = await conn.fetch(
+                f"INSERT INTO {self._tasks} AS t (id, status, sort_at, touched_at, body)"
                 " SELECT id, 'QUEUED', $2, $2, $3 FROM unnest($1::text[]) AS u(id) ORDER BY id"
-                " ON CONFLICT (id) DO NOTHING",
+                " ON CONFLICT (id) DO UPDATE SET id = t.id RETURNING t.id, t.body",
                 ids,
                 utc(now),
                 _PLACEHOLDER,
             )
-            records = await self._lock(conn, ids)
+            records = {
+                row["id"]: decode_record(row["body"]) for row in rows if row["body"] != _PLACEHOLDER
+            }
             items: dict[tuple[str, str], ItemRecord] = {}
             if item_keys:
                 rows = await conn.fetch(
@@ -127,32 +199,42 @@ class PostgresTaskStore(TaskStore):
                 for row in rows:
                     item = ItemRecord(**dict(row))
                     items[(item.task_id, item.item_key)] = item
-            outcome = apply_batch(changes, records, items, now)
-            await self._write(conn, outcome.changed)
-            if outcome.items:
-                await conn.executemany(
-                    f"INSERT INTO {self._items}"
-                    " (task_id, item_key, outcome, message, observed_at)"
-                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, item_key) DO UPDATE SET"
-                    " outcome = excluded.outcome, message = excluded.message,"
-                    " observed_at = excluded.observed_at",
-                    [
-                        (i.task_id, i.item_key, i.outcome, i.message, i.observed_at)
-                        for i in outcome.items
-                    ],
-                )
-        return builtins.list(outcome.records.values())
+            outcome = plan_batch(changes, records, items, now)
+            await self._write(conn, outcome.changed, outcome.items)
+            follow_ups = await self._record_follow_ups(conn, outcome.follow_ups, now)
+        return Applied(builtins.list(outcome.records.values()), follow_ups)
+
+    async def _record_follow_ups(
+        self, conn: asyncpg.Connection, follow_ups: Sequence[FollowUp], now: datetime
+    ) -> builtins.list[FollowUp]:
+        if not follow_ups:
+            return []
+        rows = await conn.fetch(
+            f"INSERT INTO {self._outbox} (task_id, purpose, routing_key, body, created_at)"
+            " SELECT u.task_id, u.purpose, u.routing_key, u.body, $5"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"
+            " AS u(task_id, purpose, routing_key, body)"
+            " RETURNING id, task_id, purpose",
+            [f.task_id for f in follow_ups],
+            [f.purpose for f in follow_ups],
+            [f.routing_key for f in follow_ups],
+            [f.body for f in follow_ups],
+            utc(now),
+        )
+        # One follow-up per (task, purpose) in a transaction: that pair names its row.
+        ids = {(row["task_id"], row["purpose"]): row["id"] for row in rows}
+        return [
+            FollowUp(f.task_id, f.purpose, f.routing_key, f.body, ids[(f.task_id, f.purpose)])
+            for f in follow_ups
+        ]
 
     async def save_tracker_changes(
         self, records: Sequence[TaskRecord]
     ) -> builtins.list[TaskRecord]:
-        # The sweep reads its candidates without locks; two replicas may decide on the same
-        # task. Re-merging under the row lock makes their writes commute (KILLED twice is
-        # KILLED once, drive_attempts is a max), at worst a command is published twice,
-        # which at-least-once workers tolerate anyway.
+        # Re-merged under the row lock: concurrent updates and replicas are never overwritten.
         if not records:
             return []
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn:
             stored = await self._lock(conn, sorted({r.id for r in records}))
             merged = remerge(stored, records)
             await self._write(conn, [r for r in merged.values() if r != stored.get(r.id)])
@@ -167,30 +249,148 @@ class PostgresTaskStore(TaskStore):
             row["id"]: decode_record(row["body"]) for row in rows if row["body"] != _PLACEHOLDER
         }
 
-    async def _write(self, conn: asyncpg.Connection, records: Sequence[TaskRecord]) -> None:
-        if not records:
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        records: Sequence[TaskRecord],
+        items: Sequence[ItemRecord] = (),
+    ) -> None:
+        """Upsert tasks and items in one statement (each id, each item key, at most once)."""
+        if not records and not items:
             return
-        await conn.executemany(
-            f"INSERT INTO {self._tasks} (id, kind, status, sort_at, touched_at, body)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET"
+        await conn.execute(
+            f"WITH written_tasks AS (INSERT INTO {self._tasks}"
+            " (id, kind, status, sort_at, touched_at, body)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
+            " $5::timestamptz[], $6::json[])"
+            " ON CONFLICT (id) DO UPDATE SET"
             " kind = excluded.kind, status = excluded.status, sort_at = excluded.sort_at,"
-            " touched_at = excluded.touched_at, body = excluded.body",
-            [(r.id, r.kind, r.status.value, sort_at(r), r.touched_at, _json(r)) for r in records],
+            " touched_at = excluded.touched_at, body = excluded.body RETURNING 1),"
+            f" written_items AS (INSERT INTO {self._items}"
+            " (task_id, item_key, outcome, message, observed_at)"
+            " SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[],"
+            " $11::timestamptz[])"
+            " ON CONFLICT (task_id, item_key) DO UPDATE SET"
+            " outcome = excluded.outcome, message = excluded.message,"
+            " observed_at = excluded.observed_at RETURNING 1)"
+            " SELECT (SELECT count(*) FROM written_tasks), (SELECT count(*) FROM written_items)",
+            [r.id for r in records],
+            [r.kind for r in records],
+            [r.status.value for r in records],
+            [sort_at(r) for r in records],
+            [r.touched_at for r in records],
+            [_json(r) for r in records],
+            [i.task_id for i in items],
+            [i.item_key for i in items],
+            [i.outcome for i in items],
+            [i.message for i in items],
+            [i.observed_at for i in items],
         )
 
     # --- reads ----------------------------------------------------------------------------
 
+    # --- the sweep, the outbox, orphans -----------------------------------------------------
+
+    async def sweep(self, now: datetime, rules: SweepRules) -> Applied:
+        applied = Applied()
+        older_than = utc(now - rules.stall_after)
+        after_at, after_id = datetime.min.replace(tzinfo=older_than.tzinfo), ""
+        while True:  # keyset pages: every candidate once, however many there are
+            async with self._connection() as conn:
+                # SKIP LOCKED: a row another replica holds is being decided there.
+                rows = await conn.fetch(
+                    f"SELECT touched_at, id, body FROM {self._tasks}"
+                    " WHERE status = ANY($1::text[]) AND kind IS NOT NULL AND touched_at < $2"
+                    " AND (touched_at, id) > ($3, $4) ORDER BY touched_at, id LIMIT $5"
+                    " FOR UPDATE SKIP LOCKED",
+                    builtins.list(NON_TERMINAL),
+                    older_than,
+                    after_at,
+                    after_id,
+                    rules.page_size,
+                )
+                changed: builtins.list[TaskRecord] = []
+                follow_ups: builtins.list[FollowUp] = []
+                for row in rows:
+                    # Decided on the locked row, as it is now: a replica that just re-drove
+                    # it has already moved `driven_at`.
+                    record = decode_record(row["body"])
+                    verdict = sweep_task(record, now, rules.stall_after, rules.give_up_after)
+                    if verdict is not None:
+                        changed.append(verdict[0])
+                        follow_ups.extend(verdict[1])
+                await self._write(conn, changed)
+                applied.extend(
+                    Applied(changed, await self._record_follow_ups(conn, follow_ups, now))
+                )
+            if len(rows) < rules.page_size:
+                return applied
+            after_at, after_id = rows[-1]["touched_at"], rows[-1]["id"]
+
+    async def dispatch_outbox(
+        self,
+        send: Sender,
+        *,
+        ids: Sequence[int] | None = None,
+        older_than: datetime | None = None,
+        limit: int = 500,
+    ) -> int:
+        columns = f"SELECT id, task_id, purpose, routing_key, body FROM {self._outbox}"
+        # The rows stay locked while they are published and until they are deleted: another
+        # replica's claim skips them, and finds them gone once this commits.
+        async with self._connection() as conn:
+            if ids is not None:
+                rows = await conn.fetch(
+                    f"{columns} WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED",
+                    builtins.list(ids),
+                )
+            else:
+                rows = await conn.fetch(
+                    f"{columns} WHERE created_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    utc(older_than or datetime.max),
+                    limit,
+                )
+            if not rows:
+                return 0
+            claimed = [
+                FollowUp(r["task_id"], r["purpose"], r["routing_key"], r["body"], r["id"])
+                for r in rows
+            ]
+            done = builtins.list(await send(claimed))
+            if done:
+                await conn.execute(f"DELETE FROM {self._outbox} WHERE id = ANY($1::bigint[])", done)
+        return len(claimed)
+
+    async def delete_orphans(self, older_than: datetime) -> int:
+        async with self._connection() as conn:
+            # Row locks are taken by DELETE: an update applied meanwhile (which locks the
+            # row) moves touched_at, and the re-check then spares the row.
+            deleted = await conn.fetch(
+                f"DELETE FROM {self._tasks} WHERE kind IS NULL AND touched_at < $1 RETURNING id",
+                utc(older_than),
+            )
+            ids = [row["id"] for row in deleted]
+            if ids:
+                await conn.execute(
+                    f"DELETE FROM {self._items} WHERE task_id = ANY($1::text[])", ids
+                )
+        return len(ids)
+
+    # --- reads ----------------------------------------------------------------------------
+
     async def get(self, task_id: str) -> TaskRecord | None:
-        body = await self._pool.fetchval(f"SELECT body FROM {self._tasks} WHERE id = $1", task_id)
+        async with self._connection(transaction=False) as conn:
+            body = await conn.fetchval(f"SELECT body FROM {self._tasks} WHERE id = $1", task_id)
         return None if body is None or body == _PLACEHOLDER else decode_record(body)
 
     async def items(self, task_id: str, limit: int = 1000) -> builtins.list[ItemRecord]:
-        rows = await self._pool.fetch(
-            "SELECT task_id, item_key, outcome, message, observed_at"
-            f" FROM {self._items} WHERE task_id = $1 ORDER BY item_key LIMIT $2",
-            task_id,
-            limit,
-        )
+        async with self._connection(transaction=False) as conn:
+            rows = await conn.fetch(
+                "SELECT task_id, item_key, outcome, message, observed_at"
+                f" FROM {self._items} WHERE task_id = $1 ORDER BY item_key LIMIT $2",
+                task_id,
+                limit,
+            )
         return [ItemRecord(**dict(row)) for row in rows]
 
     async def list(
@@ -202,7 +402,7 @@ class PostgresTaskStore(TaskStore):
     ) -> tuple[builtins.list[TaskRecord], str | None]:
         # The query is built from the filters present, so each shape gets its own plan and
         # uses its index (a generic "$1 IS NULL OR ..." would not).
-        where: builtins.list[str] = []
+        where: builtins.list[str] = ["kind IS NOT NULL"]  # orphans are not tasks (yet)
         args: builtins.list[Any] = []
         if statuses:
             args.append(sorted(s.value for s in statuses))
@@ -216,26 +416,13 @@ class PostgresTaskStore(TaskStore):
             where.append(f"(sort_at, id) < (${len(args) - 1}, ${len(args)})")
         args.append(limit + 1)  # one extra row tells whether there is a next page
         sql = (
-            f"SELECT body FROM {self._tasks}"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-            + f" ORDER BY sort_at DESC, id DESC LIMIT ${len(args)}"
+            f"SELECT body FROM {self._tasks} WHERE {' AND '.join(where)}"
+            f" ORDER BY sort_at DESC, id DESC LIMIT ${len(args)}"
         )
-        rows = await self._pool.fetch(sql, *args)
+        async with self._connection(transaction=False) as conn:
+            rows = await conn.fetch(sql, *args)
         records = [decode_record(row["body"]) for row in rows]
         return page(records, limit)
-
-    async def sweep_candidates(
-        self, now: datetime, older_than: datetime, limit: int
-    ) -> builtins.list[TaskRecord]:
-        rows = await self._pool.fetch(
-            f"SELECT body FROM {self._tasks}"
-            " WHERE status = ANY($1::text[]) AND touched_at < $2"
-            " ORDER BY touched_at LIMIT $3",
-            builtins.list(NON_TERMINAL),
-            utc(older_than),
-            limit,
-        )
-        return [decode_record(row["body"]) for row in rows]
 
 
 def _json(record: TaskRecord) -> str:
