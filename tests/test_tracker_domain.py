@@ -542,3 +542,50 @@ def test_item_counts_match_the_item_set(status: StatusInput) -> None:
     record = records["t1"]
     assert record.items_total == len(items) == 2
     assert (record.items_succeeded, record.items_failed, record.items_skipped) == (1, 0, 1)
+
+
+# --- completion by item count ---------------------------------------------------------------
+
+
+def detailed(seconds: float, *outcomes: tuple[str, str, str | None]) -> TaskUpdate:
+    """Items with a detail: (key, outcome, detail)."""
+    return update(
+        seconds,
+        items=[ItemOutcome(item_key=k, outcome=o, detail=d) for k, o, d in outcomes],  # type: ignore[arg-type]
+    )
+
+
+def test_a_task_ends_success_once_every_expected_item_has_an_outcome_in_any_order() -> None:
+    changes: list[Change] = [
+        submit(0, command=DrivingCommand(routing_key="hf.datasets.collect")),
+        update(1, "RUNNING"),
+        detailed(2, ("a", "SUCCESS", "created"), ("b", "SUCCESS", "unchanged")),
+        update(3, items_expected=3, result={"discovered": 3}),
+        detailed(4, ("c", "ERRORED", None)),
+        detailed(5, ("a", "SUCCESS", "updated")),  # a redelivered, later word on a
+    ]
+    for order in itertools.permutations(changes):
+        record = one(order)
+        assert record.status is TaskStatus.SUCCESS
+        assert record.ended_at == at(5)
+        assert record.to_view().result == {
+            "discovered": 3,
+            "updated": 1,
+            "unchanged": 1,
+            "failed": 1,
+            "skipped": 0,
+        }
+
+
+def test_a_task_short_of_its_expected_items_or_cancelled_is_not_done() -> None:
+    expected = update(1, "RUNNING", items_expected=2)
+    assert one([submit(0), expected, detailed(2, ("a", "SUCCESS", "created"))]).status is (
+        TaskStatus.RUNNING
+    )
+    cancelled = [
+        submit(0, command=DrivingCommand(routing_key="w.x.do")),
+        expected,
+        cancel(1.5),
+        detailed(2, ("a", "SUCCESS", None), ("b", "SUCCESS", None)),
+    ]
+    assert one(cancelled).status is TaskStatus.RUNNING  # cancelling: the worker confirms

@@ -523,3 +523,38 @@ async def test_follow_ups_left_by_a_crash_are_published_at_start(
         assert await tracker.publish_leftovers() == 0  # published once, then deleted
     finally:
         await tracker.service.app.stop()
+
+
+async def test_a_task_with_expected_items_ends_success_with_their_counts(
+    tracker: TaskTracker, client: Requester
+) -> None:
+    names = tracker.service.names
+    command = DrivingCommand(routing_key="count.work.do")
+    outcomes = [
+        ItemOutcome(item_key=f"d{n}", outcome="SUCCESS", detail=("created", "unchanged")[n % 2])
+        for n in range(9)
+    ] + [ItemOutcome(item_key="d9", outcome="ERRORED", message="422: bad licence")]
+    await publish_many(
+        tracker.settings.amqp_url,
+        names,
+        [
+            TaskSubmit.now(task_id="c1", kind="hf-to-aiod", command=command),
+            TaskUpdate.now(task_id="c1", status="RUNNING"),
+            *(TaskUpdate.now(task_id="c1", items=[o]) for o in outcomes[:5]),
+            TaskUpdate.now(task_id="c1", items_expected=10, result={"discovered": 10}),
+            *(TaskUpdate.now(task_id="c1", items=[o]) for o in outcomes[5:]),
+        ],
+        in_flight=1,  # in order: the completion must not depend on it, but the test reads better
+    )
+    await eventually(status_is(client, "c1", "SUCCESS"))
+    reply = await client.request(TaskGet(task_id="c1", include_items=True), TaskGetReply)
+    assert reply.task is not None
+    assert reply.task.result == {
+        "discovered": 10,
+        "created": 5,
+        "unchanged": 4,
+        "failed": 1,
+        "skipped": 0,
+    }
+    details = {item.item_key: item.detail for item in reply.items}
+    assert details["d0"] == "created" and details["d1"] == "unchanged" and details["d9"] is None

@@ -102,6 +102,12 @@ class TaskRecord:
     items_succeeded: int = 0
     items_failed: int = 0
     items_skipped: int = 0
+    # Successful items by their detail ("created": 3, ...), derived from the items like the
+    # counts above.
+    item_details: dict[str, int] = field(default_factory=dict)
+    # The worker's word on how many items there are in all (`TaskUpdate.items_expected`).
+    items_expected: int | None = None
+    items_expected_at: datetime | None = None
     # The status register the workers' updates feed; `status` is this, unless the cancel
     # rule of `_settle` applies.
     reported_status: TaskStatus = TaskStatus.QUEUED
@@ -133,6 +139,16 @@ class TaskRecord:
             return None
         return self.undeliverable_reason
 
+    @property
+    def result_with_counts(self) -> Any:
+        """The reported result; for a task that said how many items it has, with the item
+        counts added (`failed`, `skipped` and one count per detail: `created`, ...)."""
+        if self.items_expected is None:
+            return self.result
+        reported = self.result if isinstance(self.result, dict) else {}
+        counts = {"failed": self.items_failed, "skipped": self.items_skipped}
+        return {**reported, **self.item_details, **counts}
+
     def to_view(self) -> TaskView:
         return TaskView(
             id=self.id,
@@ -143,7 +159,7 @@ class TaskRecord:
             progress_value=max(self.progress_value, self.items_total),
             end_value=self.end_value,
             progress_message=self.progress_message,
-            result=self.result,
+            result=self.result_with_counts,
             params=self.params,
             created_at=self.created_at,
             started_at=self.started_at,
@@ -168,6 +184,7 @@ class ItemRecord:
     outcome: ItemOutcomeStatus
     message: str | None
     observed_at: datetime
+    detail: str | None = None
 
     def to_view(self) -> ItemView:
         return ItemView(
@@ -175,6 +192,7 @@ class ItemRecord:
             outcome=self.outcome,
             message=self.message,
             observed_at=self.observed_at,
+            detail=self.detail,
         )
 
 
@@ -249,6 +267,11 @@ def merge_records(base: TaskRecord, other: TaskRecord) -> TaskRecord:
         _register_key(merged.result_at, merged.result)
     ):
         merged.result, merged.result_at = other.result, other.result_at
+    if other.items_expected_at is not None and _register_key(
+        other.items_expected_at, other.items_expected
+    ) > _register_key(merged.items_expected_at, merged.items_expected):
+        merged.items_expected = other.items_expected
+        merged.items_expected_at = other.items_expected_at
 
     other_cancel = _cancel_key(other)
     base_cancel = _cancel_key(merged)
@@ -286,6 +309,14 @@ def _settle(record: TaskRecord) -> None:
     )
     if not status.is_terminal and record.should_be_killed and nothing_to_wait_for:
         status, status_at = TaskStatus.KILLED, record.kill_requested_at
+    elif (
+        not status.is_terminal
+        and not record.should_be_killed
+        and record.items_expected is not None
+        and record.items_total >= record.items_expected
+    ):
+        # Every item the worker said there would be has an outcome: the task is done.
+        status, status_at = TaskStatus.SUCCESS, record.updated_at
     record.status, record.status_at = status, status_at
     record.ended_at = status_at if status.is_terminal else None
 
@@ -334,7 +365,10 @@ def apply_update(
         delta.progress_message, delta.progress_message_at = update.progress_message, observed_at
     if update.result is not None:
         delta.result, delta.result_at = update.result, observed_at
+    if update.items_expected is not None:
+        delta.items_expected, delta.items_expected_at = update.items_expected, observed_at
     merged = merge_records(record or TaskRecord(id=update.task_id), delta)
+    merged.item_details = dict(merged.item_details)  # counted below; never the base's dict
 
     changed: dict[str, ItemRecord] = {}
     for outcome in update.items:
@@ -344,6 +378,7 @@ def apply_update(
             outcome=outcome.outcome,
             message=outcome.message,
             observed_at=observed_at,
+            detail=outcome.detail,
         )
         current = changed.get(outcome.item_key) or existing_items.get(outcome.item_key)
         if current is not None and _item_key(candidate) <= _item_key(current):
@@ -352,17 +387,24 @@ def apply_update(
             _count_item(merged, current, -1)
         _count_item(merged, candidate, +1)
         changed[outcome.item_key] = candidate
+    _settle(merged)  # the counts may complete the task
     return merged, list(changed.values())
 
 
 def _item_key(item: ItemRecord) -> tuple[datetime, int, bytes]:
-    return (item.observed_at, _OUTCOME_RANK[item.outcome], _encoded(item.message))
+    return (item.observed_at, _OUTCOME_RANK[item.outcome], _encoded([item.message, item.detail]))
 
 
 def _count_item(record: TaskRecord, item: ItemRecord, sign: int) -> None:
     record.items_total += sign
     if item.outcome == "SUCCESS":
         record.items_succeeded += sign
+        if item.detail is not None:
+            count = record.item_details.get(item.detail, 0) + sign
+            if count:
+                record.item_details[item.detail] = count
+            else:
+                record.item_details.pop(item.detail, None)
     elif item.outcome == "ERRORED":
         record.items_failed += sign
     else:

@@ -92,12 +92,18 @@ class TaskSubmit(Contract, kw_only=True):
         return cls(submitted_at=utc_now(), **fields)
 
 
+# What became of a successful item, in one word ("created", "updated", "unchanged",
+# "deleted"): the tracker counts items by it in the task's result.
+ItemDetail = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
 class ItemOutcome(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """What happened to one item of a task (one dataset, one page, one run)."""
 
     item_key: ItemKey
     outcome: ItemOutcomeStatus
     message: ShortText | None = None
+    detail: ItemDetail | None = None
 
 
 class TaskUpdate(Contract, kw_only=True):
@@ -112,6 +118,10 @@ class TaskUpdate(Contract, kw_only=True):
     progress_message: ShortText | None = None
     result: Any = None
     items: list[ItemOutcome] = []
+    # How many items the task has in all, once the worker knows (a listing is complete):
+    # when every one of them has an outcome, the tracker ends the task SUCCESS by itself,
+    # with the item counts added to its result.
+    items_expected: Count | None = None
     observed_at: datetime  # required on the wire, see TaskSubmit.submitted_at
 
     def __post_init__(self) -> None:
@@ -182,6 +192,7 @@ class ItemView(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     outcome: ItemOutcomeStatus
     message: str | None
     observed_at: datetime
+    detail: str | None = None
 
 
 class TasksChanged(Contract, kw_only=True):

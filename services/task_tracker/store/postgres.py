@@ -139,8 +139,11 @@ class PostgresTaskStore(TaskStore):
                     outcome text NOT NULL,
                     message text,
                     observed_at timestamptz NOT NULL,
+                    detail text,
                     PRIMARY KEY (task_id, item_key)
                 );
+                -- Item details came later: a database made before them gets the column.
+                ALTER TABLE {i} ADD COLUMN IF NOT EXISTS detail text;
                 CREATE INDEX IF NOT EXISTS {t}_orphans ON {t} (touched_at) WHERE kind IS NULL;
                 CREATE TABLE IF NOT EXISTS {o} (
                     id bigserial PRIMARY KEY,
@@ -189,7 +192,7 @@ class PostgresTaskStore(TaskStore):
             items: dict[tuple[str, str], ItemRecord] = {}
             if item_keys:
                 rows = await conn.fetch(
-                    "SELECT i.task_id, i.item_key, i.outcome, i.message, i.observed_at"
+                    "SELECT i.task_id, i.item_key, i.outcome, i.message, i.observed_at, i.detail"
                     f" FROM {self._items} AS i"
                     " JOIN unnest($1::text[], $2::text[]) AS k(task_id, item_key)"
                     " ON i.task_id = k.task_id AND i.item_key = k.item_key",
@@ -267,12 +270,12 @@ class PostgresTaskStore(TaskStore):
             " kind = excluded.kind, status = excluded.status, sort_at = excluded.sort_at,"
             " touched_at = excluded.touched_at, body = excluded.body RETURNING 1),"
             f" written_items AS (INSERT INTO {self._items}"
-            " (task_id, item_key, outcome, message, observed_at)"
+            " (task_id, item_key, outcome, message, observed_at, detail)"
             " SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[],"
-            " $11::timestamptz[])"
+            " $11::timestamptz[], $12::text[])"
             " ON CONFLICT (task_id, item_key) DO UPDATE SET"
             " outcome = excluded.outcome, message = excluded.message,"
-            " observed_at = excluded.observed_at RETURNING 1)"
+            " observed_at = excluded.observed_at, detail = excluded.detail RETURNING 1)"
             " SELECT (SELECT count(*) FROM written_tasks), (SELECT count(*) FROM written_items)",
             [r.id for r in records],
             [r.kind for r in records],
@@ -285,6 +288,7 @@ class PostgresTaskStore(TaskStore):
             [i.outcome for i in items],
             [i.message for i in items],
             [i.observed_at for i in items],
+            [i.detail for i in items],
         )
 
     # --- reads ----------------------------------------------------------------------------
@@ -386,7 +390,7 @@ class PostgresTaskStore(TaskStore):
     async def items(self, task_id: str, limit: int = 1000) -> builtins.list[ItemRecord]:
         async with self._connection(transaction=False) as conn:
             rows = await conn.fetch(
-                "SELECT task_id, item_key, outcome, message, observed_at"
+                "SELECT task_id, item_key, outcome, message, observed_at, detail"
                 f" FROM {self._items} WHERE task_id = $1 ORDER BY item_key LIMIT $2",
                 task_id,
                 limit,

@@ -145,6 +145,7 @@ class SqliteTaskStore(TaskStore):
                 outcome TEXT NOT NULL,
                 message TEXT,
                 observed_at INTEGER NOT NULL,  -- epoch microseconds
+                detail TEXT,
                 PRIMARY KEY (task_id, item_key)
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS {o} (
@@ -157,6 +158,10 @@ class SqliteTaskStore(TaskStore):
             );
             """
         )
+        # Item details came later: a database made before them gets the column.
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({i})")}
+        if "detail" not in columns:
+            conn.execute(f"ALTER TABLE {i} ADD COLUMN detail TEXT")
         return conn
 
     async def close(self) -> None:
@@ -188,12 +193,20 @@ class SqliteTaskStore(TaskStore):
             plan = plan_batch(changes, records, items, now)
             self._write(conn, plan.changed)
             conn.executemany(
-                f"INSERT INTO {self._items} (task_id, item_key, outcome, message, observed_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id, item_key) DO UPDATE SET"
+                f"INSERT INTO {self._items}"
+                " (task_id, item_key, outcome, message, observed_at, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id, item_key) DO UPDATE SET"
                 " outcome = excluded.outcome, message = excluded.message,"
-                " observed_at = excluded.observed_at",
+                " observed_at = excluded.observed_at, detail = excluded.detail",
                 [
-                    (i.task_id, i.item_key, i.outcome, i.message, to_micros(i.observed_at))
+                    (
+                        i.task_id,
+                        i.item_key,
+                        i.outcome,
+                        i.message,
+                        to_micros(i.observed_at),
+                        i.detail,
+                    )
                     for i in plan.items
                 ],
             )
@@ -247,8 +260,8 @@ class SqliteTaskStore(TaskStore):
             chunk = keys[start : start + _CHUNK]
             marks = ",".join(["(?, ?)"] * len(chunk))
             rows = conn.execute(
-                f"SELECT task_id, item_key, outcome, message, observed_at FROM {self._items}"
-                f" WHERE (task_id, item_key) IN (VALUES {marks})",
+                "SELECT task_id, item_key, outcome, message, observed_at, detail"
+                f" FROM {self._items} WHERE (task_id, item_key) IN (VALUES {marks})",
                 [part for key in chunk for part in key],
             )
             for row in rows:
@@ -389,7 +402,7 @@ class SqliteTaskStore(TaskStore):
 
     async def items(self, task_id: str, limit: int = 1000) -> builtins.list[ItemRecord]:
         sql = (
-            f"SELECT task_id, item_key, outcome, message, observed_at FROM {self._items}"
+            f"SELECT task_id, item_key, outcome, message, observed_at, detail FROM {self._items}"
             " WHERE task_id = ? ORDER BY item_key LIMIT ?"
         )
 
@@ -455,14 +468,15 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _item(row: tuple[str, str, str, str | None, int]) -> ItemRecord:
-    task_id, item_key, outcome, message, observed_at = row
+def _item(row: tuple[str, str, str, str | None, int, str | None]) -> ItemRecord:
+    task_id, item_key, outcome, message, observed_at, detail = row
     return ItemRecord(
         task_id=task_id,
         item_key=item_key,
         outcome=outcome,  # type: ignore[arg-type]  # only ever written from an ItemRecord
         message=message,
         observed_at=from_micros(observed_at),
+        detail=detail,
     )
 
 
