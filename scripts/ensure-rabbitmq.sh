@@ -5,6 +5,12 @@
 # - Installs rabbitmq-server with apt-get when it is missing (sudo only when not root), starts it
 #   with `rabbitmq-server -detached`, and waits (at most RABBITMQ_WAIT seconds, default 120)
 #   until the broker completes the first step of an AMQP handshake.
+# - Heals a wedged local node: a RabbitMQ 3.10 node has been seen to stop answering the AMQP
+#   handshake (and `rabbitmqctl stop_app` to hang) after many quorum-queue creations. When
+#   the port is open but the handshake does not complete within RABBITMQ_WEDGED_AFTER
+#   seconds (default 30), the node is killed, its mnesia directory (queues and messages:
+#   test data on a development or CI machine) is removed, and it is started again. Set
+#   FERRY_RABBITMQ_HEAL=0 to fail instead.
 set -euo pipefail
 
 WAIT=${RABBITMQ_WAIT:-120}
@@ -114,7 +120,27 @@ if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
 fi
 as_root() { "${SUDO[@]}" "$@"; }
 
+# Kill a wedged local node and start it afresh (see the header). Every step is bounded.
+heal() {
+  log "RabbitMQ accepts connections on $HOST:$PORT but does not complete the AMQP handshake:"
+  log "the node is wedged; killing it, removing its mnesia directory, starting it again"
+  as_root pkill -9 -f 'beam.smp.*rabbitmqctl' 2>/dev/null || true
+  as_root pkill -9 -u rabbitmq beam.smp 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while tcp_open && ((SECONDS < deadline)); do sleep 1; done
+  as_root rm -rf /var/lib/rabbitmq/mnesia/rabbit@* 2>/dev/null || true
+  as_root rabbitmq-server -detached
+}
+
 if tcp_open; then
+  if [[ ${FERRY_RABBITMQ_HEAL:-1} != 0 && $PORT == 5672 ]]; then
+    WAIT=${RABBITMQ_WEDGED_AFTER:-30} wait_ready 2>/dev/null || {
+      export PATH="$PATH:/usr/sbin:/sbin"
+      heal
+      wait_ready started
+    }
+    exit 0
+  fi
   wait_ready
   exit 0
 fi
