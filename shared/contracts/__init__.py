@@ -13,6 +13,25 @@ from shared.contracts.hf import (
     HfWhoami,
     HfWhoamiReply,
 )
+from shared.contracts.models import (
+    ModelCapabilities,
+    ModelCapabilitiesReply,
+    ModelClassify,
+    ModelClassifyReply,
+    ModelDelete,
+    ModelDone,
+    ModelEmbed,
+    ModelEmbedReply,
+    ModelGet,
+    ModelList,
+    ModelListReply,
+    ModelReply,
+    ModelTrain,
+    ModelTrainParameters,
+    ModelTrainParametersReply,
+    ModelTrainRun,
+    ModelUnload,
+)
 from shared.contracts.openhexa import (
     PipelineGet,
     PipelineGetReply,
@@ -58,6 +77,8 @@ BY_ROUTING_KEY: dict[str, type[Contract]] = {
         *(WorkspaceList, WorkspaceGet, WorkspaceCreate, WorkspaceImport, WorkspaceExport),
         *(HfDatasetsCollect, HfDatasetChanged, HfWhoami, HfRepoCreate, HfRepoDelete),
         HfRepoVisibility,
+        *(ModelCapabilities, ModelTrainParameters, ModelTrain, ModelTrainRun, ModelList),
+        *(ModelGet, ModelDelete, ModelUnload, ModelClassify, ModelEmbed),
     )
 }
 
@@ -76,6 +97,15 @@ REPLIES: dict[str, type[Contract]] = {
     HfRepoCreate.ROUTING_KEY: HfRepoCreateReply,
     HfRepoDelete.ROUTING_KEY: HfRepoDeleteReply,
     HfRepoVisibility.ROUTING_KEY: HfRepoVisibilityReply,
+    ModelCapabilities.ROUTING_KEY: ModelCapabilitiesReply,
+    ModelTrainParameters.ROUTING_KEY: ModelTrainParametersReply,
+    ModelTrain.ROUTING_KEY: ModelReply,
+    ModelList.ROUTING_KEY: ModelListReply,
+    ModelGet.ROUTING_KEY: ModelReply,
+    ModelDelete.ROUTING_KEY: ModelDone,
+    ModelUnload.ROUTING_KEY: ModelDone,
+    ModelClassify.ROUTING_KEY: ModelClassifyReply,
+    ModelEmbed.ROUTING_KEY: ModelEmbedReply,
 }
 
 __all__ = [

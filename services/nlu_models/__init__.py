@@ -1,0 +1,1 @@
+"""The NLU model service: HumanFirst `Models` (train, classify, embed) over RabbitMQ."""
