@@ -4,8 +4,9 @@ A `grpc.aio` server with mutual TLS (credentials in HumanFirst's `mtls-credentia
 shape; a client certificate is required) serving
 
 - HumanFirst's custom-integration services `zia.ai.external_integration.v1alpha1`
-  `Discovery`, `Workspaces` (by the workspace_store) and `Models` (UNIMPLEMENTED until a
-  model service is deployed), wire-compatible with HumanFirst's protos;
+  `Discovery`, `Workspaces` (by the workspace_store) and `Models` (by nlu_models when one
+  answers; UNIMPLEMENTED, saying so, until one is deployed), wire-compatible with
+  HumanFirst's protos;
 - Ferry's own `ferry.v1` `Tasks` (by the task_tracker), `Pipelines` (by the
   openhexa_launcher) and `HfRepos` (by the hf_collector);
 - standard gRPC health checking and reflection;
@@ -37,7 +38,7 @@ from services.gateway.generated.zia.ai.external_integration.v1alpha1 import (
     workspace_pb2,
 )
 from services.gateway.hf_repos import HfReposServicer
-from services.gateway.models import ModelsServicer
+from services.gateway.models import ModelsAvailability, ModelsServicer
 from services.gateway.pipelines import PipelinesServicer
 from services.gateway.rpc import bind
 from services.gateway.settings import GatewaySettings
@@ -66,13 +67,21 @@ class Gateway:
         self.log = logging.getLogger("ferry.gateway")
         self.link = ChunkLink(settings.amqp_url)
         service = self.service
+        # Whether an nlu_models service answers: Discovery and Models both ask it.
+        self.models = ModelsAvailability(service)
         self.served = [
-            Served(discovery_pb2.DESCRIPTOR.services_by_name["Discovery"], DiscoveryServicer()),
+            Served(
+                discovery_pb2.DESCRIPTOR.services_by_name["Discovery"],
+                DiscoveryServicer(self.models),
+            ),
             Served(
                 workspace_pb2.DESCRIPTOR.services_by_name["Workspaces"],
                 WorkspacesServicer(service, settings, self.link),
             ),
-            Served(models_pb2.DESCRIPTOR.services_by_name["Models"], ModelsServicer()),
+            Served(
+                models_pb2.DESCRIPTOR.services_by_name["Models"],
+                ModelsServicer(service, settings, self.link, self.models),
+            ),
             Served(
                 tasks_pb2.DESCRIPTOR.services_by_name["Tasks"],
                 TasksServicer(service, settings, self.link),

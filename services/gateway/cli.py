@@ -3,10 +3,12 @@
 `ferry certs --out DIR` makes development credentials for mutual TLS. `ferry workspaces`
 is a gRPC client of the gateway with the client pair, speaking HumanFirst's `Workspaces`
 service exactly as HumanFirst Studio does, so an operator can check the integration
-without HumanFirst: list, create, import a HumanFirst JSON file, export one.
+without HumanFirst: list, create, import a HumanFirst JSON file, export one. `ferry models`
+does the same with HumanFirst's `Models`: list, train on a workspace (exported from the
+gateway, as Studio would send it), classify, delete.
 
-Wire them into `services/cli/main.py` with `certs_parser(commands)` and
-`workspaces_parser(commands)` (both `add_parser`-style).
+Wire them into `services/cli/main.py` with `certs_parser(commands)`,
+`workspaces_parser(commands)` and `models_parser(commands)` (all `add_parser`-style).
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ import grpc
 import grpc.aio
 
 from services.cli.errors import CliError, UsageError
-from services.gateway.generated.zia.ai.external_integration.v1alpha1 import workspace_pb2
+from services.gateway.generated.zia.ai.external_integration.v1alpha1 import (
+    models_pb2,
+    workspace_pb2,
+)
+from services.gateway.generated.zia.ai.external_nlu.v1alpha1 import service_pb2
 from services.gateway.generated.zia.ai.playbook.data.config.v1alpha1 import config_pb2
 from services.gateway.rpc import Stub
 from services.gateway.settings import GRPC_MESSAGE_BYTES
@@ -34,14 +40,16 @@ from shared.settings import BaseSettings
 
 T = TypeVar("T")
 WORKSPACES = workspace_pb2.DESCRIPTOR.services_by_name["Workspaces"]
+MODELS = models_pb2.DESCRIPTOR.services_by_name["Models"]
 DEFAULT_ADDRESS = "localhost:50051"
 CALL_TIMEOUT = 600.0  # seconds: a 200 MiB workspace takes a while over a slow link
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Both commands at once."""
+    """All the commands at once."""
     certs_parser(commands)
     workspaces_parser(commands)
+    models_parser(commands)
 
 
 def certs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -266,4 +274,141 @@ def run_import(settings: BaseSettings, args: argparse.Namespace) -> int:
 
     _run(args, work)
     print(f"workspace {args.workspace_id} imported from {args.file} ({len(document)} bytes)")
+    return 0
+
+
+# -- models ----------------------------------------------------------------------------------
+
+MATCHES_SHOWN = 3  # intents printed per classified text, best first
+
+
+def models_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "models",
+        help="HumanFirst models, through the gateway (as HumanFirst Studio uses them)",
+    )
+    parser.add_argument(
+        "--gateway",
+        default=os.environ.get("FERRY_GATEWAY_ADDRESS", DEFAULT_ADDRESS),
+        metavar="HOST:PORT",
+        help=f"the gateway's gRPC address (FERRY_GATEWAY_ADDRESS; default {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--credentials",
+        type=Path,
+        default=Path(os.environ.get("FERRY_GATEWAY_CREDENTIALS", f"./certs/{CLIENT_FILE}")),
+        metavar="FILE",
+        help="the client's credentials file (FERRY_GATEWAY_CREDENTIALS; from `ferry certs`)",
+    )
+    parser.add_argument(
+        "--hf-namespace",
+        default=os.environ.get("FERRY_HF_NAMESPACE", "local"),
+        help="the HumanFirst namespace (FERRY_HF_NAMESPACE; default local)",
+    )
+    parser.add_argument(
+        "--integration-id",
+        default=os.environ.get("FERRY_HF_INTEGRATION_ID", "cli"),
+        help="the HumanFirst integration id (FERRY_HF_INTEGRATION_ID; default cli)",
+    )
+    sub = parser.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    listing = sub.add_parser("list", help="list the models")
+    listing.set_defaults(run=run_models_list)
+    train = sub.add_parser(
+        "train", help="train a model on a workspace of the gateway (waits until it is trained)"
+    )
+    train.add_argument("workspace_id", metavar="WORKSPACE_ID")
+    train.set_defaults(run=run_models_train)
+    classify = sub.add_parser("classify", help="the best intents of each TEXT")
+    classify.add_argument("model_id", metavar="MODEL_ID")
+    classify.add_argument("texts", metavar="TEXT", nargs="+")
+    classify.set_defaults(run=run_models_classify)
+    delete = sub.add_parser("delete", help="delete a model")
+    delete.add_argument("model_id", metavar="MODEL_ID")
+    delete.set_defaults(run=run_models_delete)
+
+
+def _run_models(args: argparse.Namespace, work: Callable[[Stub], Awaitable[T]]) -> T:
+    async def on_models(workspaces: Stub) -> T:
+        return await work(Stub(workspaces.channel, MODELS))
+
+    return _run(args, on_models)
+
+
+def run_models_list(settings: BaseSettings, args: argparse.Namespace) -> int:
+    async def work(stub: Stub) -> Any:
+        return await stub.unary("ListModels")(
+            models_pb2.ListModelsRequest(**_scope(args)), timeout=30
+        )
+
+    reply = _run_models(args, work)
+    rows = [("ID", "NAME", "CLASSIFIES")] + [
+        (m.id, m.display_name, "yes" if m.HasField("classification") else "no (training)")
+        for m in reply.models
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def run_models_train(settings: BaseSettings, args: argparse.Namespace) -> int:
+    async def work(models: Stub) -> Any:
+        scope = _scope(args)
+        workspaces = Stub(models.channel, WORKSPACES)
+        exported = await workspaces.unary("ExportWorkspace")(
+            workspace_pb2.ExportWorkspaceRequest(**scope, workspace_id=args.workspace_id),
+            timeout=CALL_TIMEOUT,
+        )
+        # As HumanFirst does: ask how the integration wants the training data, send it so.
+        parameters = await models.unary("GetTrainParameters")(
+            models_pb2.GetTrainParametersRequest(**scope), timeout=30
+        )
+        data = exported.data
+        wanted, sent = parameters.format_options, exported.format_options
+        if sent.gzip_encoding and not wanted.gzip_encoding:
+            data = gzip.decompress(data)
+        elif wanted.gzip_encoding and not sent.gzip_encoding:
+            data = gzip.compress(data)
+        return await models.unary("TrainModel")(
+            models_pb2.TrainModelRequest(
+                **scope,
+                data_format=parameters.data_format,
+                format_options=wanted,
+                data=data,
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+
+    model = _run_models(args, work).model
+    state = "trained" if model.HasField("classification") else "still training"
+    print(f"model {model.id} {state} on workspace {args.workspace_id}")
+    return 0
+
+
+def run_models_classify(settings: BaseSettings, args: argparse.Namespace) -> int:
+    async def work(stub: Stub) -> Any:
+        request = models_pb2.ClassifyRequest(
+            **_scope(args),
+            model_id=args.model_id,
+            examples=[service_pb2.Example(contents=text) for text in args.texts],
+        )
+        return await stub.unary("Classify")(request, timeout=60)
+
+    reply = _run_models(args, work)
+    for text, prediction in zip(args.texts, reply.predictions, strict=True):
+        best = ", ".join(
+            f"{match.name or match.id} {match.score:.2f}"
+            for match in prediction.matches[:MATCHES_SHOWN]
+        )
+        print(f"{text}\t{best or '(no intent)'}")
+    return 0
+
+
+def run_models_delete(settings: BaseSettings, args: argparse.Namespace) -> int:
+    async def work(stub: Stub) -> Any:
+        request = models_pb2.DeleteModelRequest(**_scope(args), model_id=args.model_id)
+        return await stub.unary("DeleteModel")(request, timeout=30)
+
+    _run_models(args, work)
+    print(f"model {args.model_id} deleted")
     return 0
