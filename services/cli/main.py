@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from services.cli import dlq, docs, publishing, tasks, up
 from services.cli.errors import CliError
 from services.gateway import cli as gateway
+from services.hf_collector import cli as hf_sync
 from services.openhexa_launcher import cli as openhexa
 from services.sandbox import cli as sandbox
 from shared.settings import BaseSettings, SettingsError
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     openhexa.add_parser(commands)  # ferry pipelines ...
     openhexa.add_run_parser(commands)  # ferry run PIPELINE ...
     sandbox.add_parser(commands)  # ferry sandbox hf-hub|aiod|openhexa|all
+    hf_sync.add_parser(commands)  # ferry sync hf-to-aiod, ferry hf ...
     return parser
 
 

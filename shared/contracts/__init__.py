@@ -1,5 +1,6 @@
 """Message contracts: msgspec Structs, JSON on the wire, one module per domain."""
 
+from shared.contracts.aiod import DatasetPrune, DatasetRemove, DatasetUpsert
 from shared.contracts.base import Contract, json_schema
 from shared.contracts.hf import (
     HfDatasetChanged,
@@ -13,6 +14,7 @@ from shared.contracts.hf import (
     HfWhoami,
     HfWhoamiReply,
 )
+from shared.contracts.hf_sync import HfDatasetsPage
 from shared.contracts.models import (
     ModelCapabilities,
     ModelCapabilitiesReply,
@@ -79,6 +81,7 @@ BY_ROUTING_KEY: dict[str, type[Contract]] = {
         HfRepoVisibility,
         *(ModelCapabilities, ModelTrainParameters, ModelTrain, ModelTrainRun, ModelList),
         *(ModelGet, ModelDelete, ModelUnload, ModelClassify, ModelEmbed),
+        *(HfDatasetsPage, DatasetUpsert, DatasetRemove, DatasetPrune),
     )
 }
 

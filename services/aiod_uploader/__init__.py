@@ -1,0 +1,1 @@
+"""The AI-on-Demand uploader: idempotent dataset metadata upserts, keyed by platform id."""

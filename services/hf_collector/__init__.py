@@ -1,0 +1,1 @@
+"""The Hugging Face collector: dataset listings for the sync, and repository management."""
