@@ -20,7 +20,9 @@ file (./certs/mtls-credentials.json) is missing, development ones are made there
 
 Output lines are prefixed with the service's name. Ctrl-C or SIGTERM stops them all:
 SIGTERM each, wait their graceful timeout plus a margin, SIGKILL what is left (a second
-Ctrl-C kills at once). A service that exits on its own with an error stops the others too.
+Ctrl-C kills at once). A service that exits on its own is started again when compose says
+`restart` (as compose would), unless it dies within CRASH_LOOP_SECONDS of starting three
+times in a row: then, and for a service compose does not restart, the others stop too.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ SANDBOX_VARIABLES = "x-sandbox-variables"
 LOCAL_HOST = "127.0.0.1"
 ANY_HOST = "0.0.0.0"
 SECRETS_DIR = PurePosixPath("/run/secrets")
+CRASH_LOOP_SECONDS = 10.0  # a restarted service dying sooner than this three times: give up
 STOP_MARGIN = 5.0  # seconds beyond a service's own graceful timeout before SIGKILL
 LINE_LIMIT = 1 << 20  # JSON log lines can be long; readline() would fail on them otherwise
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
@@ -220,6 +223,9 @@ class LocalProcess:
     environment: dict[str, str]
     ports: dict[int, int] = field(default_factory=dict)  # container port -> local port
     port_names: dict[int, str] = field(default_factory=dict)  # local port -> what it is
+    # compose's `restart`: a service that exits on its own is started again, as compose
+    # would (unless it keeps dying at once: then ferry up stops, see Supervisor).
+    restarts: bool = False
 
     def describe(self) -> str:
         http = self.environment.get("FERRY_HTTP_PORT")
@@ -289,6 +295,7 @@ def make_plan(
             sys.executable if index == 0 else _local_argument(arg, process.ports)
             for index, arg in enumerate(service["command"])
         ]
+        process.restarts = service.get("restart") in ("always", "unless-stopped", "on-failure")
         plan.processes.append(process)
     return plan
 
@@ -465,6 +472,7 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.killing = asyncio.Event()
         self.output_closed = False
+        self._pumps: list[asyncio.Task[None]] = []
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -472,10 +480,10 @@ class Supervisor:
             loop.add_signal_handler(sig, self._on_signal)
         for index, process in enumerate(self.plan):
             self.children.append(await self._start(index, process))
-        pumps = [asyncio.create_task(self._pump(child)) for child in self.children]
+        self._pumps = [asyncio.create_task(self._pump(child)) for child in self.children]
         failed = await self._wait_for_stop_or_failure()
         clean = await self._stop_all()
-        await asyncio.gather(*pumps)
+        await asyncio.gather(*self._pumps)
         return 0 if clean and not failed else 1
 
     def _on_signal(self) -> None:
@@ -531,7 +539,11 @@ class Supervisor:
             self.stopping.set()
 
     async def _wait_for_stop_or_failure(self) -> bool:
-        """Wait for a stop request or a service exiting with an error (then True)."""
+        """Wait for a stop request or a service failing for good (then True). A service
+        compose restarts is started again when it exits, unless it is crash-looping."""
+        planned = {p.name: p for p in self.plan}
+        started = {c.name: asyncio.get_running_loop().time() for c in self.children}
+        quick_deaths: dict[str, int] = {}
         exits = {asyncio.create_task(c.process.wait()): c for c in self.children}
         stop = asyncio.create_task(self.stopping.wait())
         try:
@@ -543,6 +555,18 @@ class Supervisor:
                     child = exits.pop(finished)
                     code = finished.result()
                     self._say(child, f"exited on its own with code {code}")
+                    now = asyncio.get_running_loop().time()
+                    quick = now - started[child.name] < CRASH_LOOP_SECONDS
+                    quick_deaths[child.name] = quick_deaths.get(child.name, 0) + 1 if quick else 0
+                    if planned[child.name].restarts and quick_deaths[child.name] < 3:
+                        index = self.children.index(child)
+                        again = await self._start(index, planned[child.name])
+                        self.children[index] = again
+                        self._pumps.append(asyncio.create_task(self._pump(again)))
+                        started[child.name] = now
+                        exits[asyncio.create_task(again.process.wait())] = again
+                        self._say(again, "started again (compose: restart)")
+                        continue
                     if code != 0:
                         return True
             return False
