@@ -46,13 +46,12 @@ from shared.contracts.openhexa import (
     RunLaunch,
 )
 from shared.contracts.tasks import TaskUpdate
-from shared.contracts.workspaces import AlreadyExists, NotFound
+from shared.faults import AlreadyExists, NotFound
 from shared.messaging import publish
 from shared.service import Service
 from shared.settings import BaseSettings
 from shared.topology import Names, WorkQueue
 from tests.conftest import Cleanup
-from tests.support.tracker import tracker_settings
 from tests.support.gateway import (
     certificates,  # noqa: F401 (a fixture)
     client,
@@ -60,6 +59,7 @@ from tests.support.gateway import (
     running_gateway,
     stub,
 )
+from tests.support.tracker import tracker_settings
 
 QUEUED = tasks_pb2.TASK_STATUS_QUEUED
 RUNNING = tasks_pb2.TASK_STATUS_RUNNING

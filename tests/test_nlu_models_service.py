@@ -57,7 +57,7 @@ from shared.contracts.models import (
     ModelUnload,
 )
 from shared.contracts.tasks import TaskCancel, TaskGet, TaskGetReply, TaskView
-from shared.contracts.workspaces import fault_of
+from shared.faults import fault_of
 from shared.messaging import RemoteError, Requester, publish
 from shared.settings import BaseSettings
 from tests.conftest import Cleanup

@@ -18,7 +18,7 @@ from services.nlu_models.classifier import IntentClassifier, fit
 from services.nlu_models.embedding import SentenceEncoder
 from services.nlu_models.storage import ModelFiles, ModelKey, ModelRecord, UnsafePath
 from shared.contracts.models import IntentsDataOptions
-from shared.contracts.workspaces import InvalidArgument
+from shared.faults import InvalidArgument
 
 
 @pytest.fixture(scope="module")

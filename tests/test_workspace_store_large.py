@@ -35,7 +35,6 @@ from services.workspace_store.app import SERVICE
 from shared.settings import BaseSettings
 from shared.topology import Names
 from tests.conftest import Cleanup
-from tests.support.waiting import eventually
 from tests.support.gateway import (
     HF_SCOPE,
     certificates,  # noqa: F401 (a fixture)
@@ -45,6 +44,7 @@ from tests.support.gateway import (
     store_settings,
     stub,
 )
+from tests.support.waiting import eventually
 
 MIB = 2**20
 STORE_GROWTH_BOUND = 64 * MIB

@@ -14,15 +14,8 @@ import pytest
 from services.workspace_store import hfjson
 from services.workspace_store.app import Inflater
 from services.workspace_store.files import WorkspaceFiles, WorkspaceKey
-from shared.contracts.workspaces import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    check_id,
-    fault_of,
-    slug_of,
-)
+from shared.contracts.workspaces import check_id, slug_of
+from shared.faults import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, fault_of
 
 
 @pytest.mark.parametrize(

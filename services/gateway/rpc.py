@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 
 from shared.chunks import TransferFailed
 from shared.contracts.base import Contract
-from shared.contracts.workspaces import Fault, fault_of
+from shared.faults import Fault, fault_of
 from shared.messaging import NoReply, RemoteError, Unroutable
 from shared.service import Service
 

@@ -33,7 +33,7 @@ import msgspec
 
 from services.hf_collector.settings import CollectorSettings
 from shared.contracts.aiod import ParquetFile
-from shared.contracts.workspaces import AlreadyExists, InvalidArgument, NotFound
+from shared.faults import AlreadyExists, InvalidArgument, NotFound
 from shared.http import ExternalApi
 from shared.retry import BudgetSpent, PermanentError, RetryPolicy, TransientError
 

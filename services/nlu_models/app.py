@@ -72,7 +72,7 @@ from shared.contracts.models import (
     Predictions,
 )
 from shared.contracts.tasks import DrivingCommand, TaskCancelled, TaskSubmit, TaskUpdate
-from shared.contracts.workspaces import FailedPrecondition, InvalidArgument, NotFound
+from shared.faults import FailedPrecondition, InvalidArgument, NotFound
 from shared.messaging import publish
 from shared.retry import describe
 from shared.service import Service, StartupFailed

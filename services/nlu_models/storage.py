@@ -29,7 +29,8 @@ from typing import BinaryIO
 
 import msgspec
 
-from shared.contracts.workspaces import FailedPrecondition, InvalidArgument, check_id
+from shared.contracts.workspaces import check_id
+from shared.faults import FailedPrecondition, InvalidArgument
 
 STAGING = ".staging"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -21,7 +21,7 @@ import numpy as np
 from services.nlu_models.classifier import IntentClassifier, fit
 from services.nlu_models.embedding import SentenceEncoder
 from shared.contracts.models import HF_JSON, IntentsDataOptions
-from shared.contracts.workspaces import InvalidArgument
+from shared.faults import InvalidArgument
 
 DEFAULT_DELIMITER = "/"
 MAX_HIERARCHY_DEPTH = 64

@@ -37,9 +37,6 @@ from shared.chunks import (
     transfer_queue,
 )
 from shared.contracts.workspaces import (
-    Fault,
-    InvalidArgument,
-    NotFound,
     WorkspaceCreate,
     WorkspaceExport,
     WorkspaceExportReply,
@@ -53,6 +50,7 @@ from shared.contracts.workspaces import (
     check_id,
     slug_of,
 )
+from shared.faults import Fault, InvalidArgument, NotFound
 from shared.retry import PermanentError, describe
 from shared.service import Service
 from shared.topology import WorkQueue

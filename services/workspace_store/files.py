@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.contracts.workspaces import AlreadyExists, FailedPrecondition, NotFound, check_id
+from shared.contracts.workspaces import check_id
+from shared.faults import AlreadyExists, FailedPrecondition, NotFound
 
 SUFFIX = ".json"
 STAGING = ".staging"

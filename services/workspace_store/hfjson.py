@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from shared.contracts.workspaces import FailedPrecondition, Fault, InvalidArgument
+from shared.faults import FailedPrecondition, Fault, InvalidArgument
 
 # What HumanFirst owns: an import replaces these wholesale.
 TRAINING_KEYS = frozenset({"intents", "entities", "tags"})

@@ -7,11 +7,8 @@ checked here (`check_id`), at the edge, and again by the store before it touches
 Imports and exports carry the workspace itself as chunks (`shared.chunks`) on a private
 transfer queue named by `transfer_id`; the request only says where, and how it is encoded.
 
-Error replies name what went wrong by their first word, the class name of the failure
-(`NotFound: ...`, `AlreadyExists: ...`, `InvalidArgument: ...`,
-`FailedPrecondition: ...`): the runtime prefixes an
-error reply with it, and `fault_of` reads it back, so the gateway can answer with the
-matching gRPC status. Any service may raise these (the hf_collector does, too).
+Error replies name what went wrong by their first word, the kind of failure
+(`shared.faults`: `NotFound: ...`, `InvalidArgument: ...`).
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 
 from shared.contracts.base import Contract, Reply, ShortText
-from shared.retry import PermanentError
+from shared.faults import InvalidArgument
 
 MAX_ID_LENGTH = 128
 # Letters, digits and `_ . @ + = -`, starting with a letter or a digit: no separators, no
@@ -33,43 +30,6 @@ _ID = re.compile(ID_PATTERN)
 WorkspaceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=MAX_ID_LENGTH)]
 TransferId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 IdKind = Literal["namespace", "integration_id", "workspace_id"]
-
-
-class Fault(PermanentError):
-    """A request that cannot be served as asked; retrying it unchanged cannot help."""
-
-    code: ClassVar[str] = "FAILED_PRECONDITION"
-
-
-class NotFound(Fault):
-    code = "NOT_FOUND"
-
-
-class AlreadyExists(Fault):
-    code = "ALREADY_EXISTS"
-
-
-class InvalidArgument(Fault):
-    code = "INVALID_ARGUMENT"
-
-
-class FailedPrecondition(Fault):
-    """The request is fine but the state it meets is not (a stored file is damaged)."""
-
-    code = "FAILED_PRECONDITION"
-
-
-FAULTS: dict[str, type[Fault]] = {
-    f.__name__: f for f in (NotFound, AlreadyExists, InvalidArgument, FailedPrecondition)
-}
-
-
-def fault_of(error: str) -> tuple[str | None, str]:
-    """(the gRPC status name, the message) of an error reply's text; (None, text) when the
-    text does not start with a known fault's name."""
-    name, sep, rest = error.partition(": ")
-    fault = FAULTS.get(name) if sep else None
-    return (fault.code, rest) if fault is not None else (None, error)
 
 
 def check_id(kind: IdKind, value: str) -> str:
