@@ -10,6 +10,7 @@ import pytest
 
 from shared.service import Service
 from shared.settings import BaseSettings
+from shared.topology import LATER_CLASSES
 from tests.support.broker import delete_namespace, rabbitmq_url
 
 
@@ -51,7 +52,14 @@ class Cleanup:
         queues = [names.queue(q.service, q.purpose) for q in service.queues]
         queues.append(names.dead_letter_queue(service.name))
         queues.extend(names.parking_queue(d) for d in service.settings.park_delays)
-        exchanges = [names.exchange, names.dead_letter_exchange, names.retry_exchange]
+        # Declared on first publish_later only; deleting one that is not there is harmless.
+        queues.extend(names.delay_queue(d) for d in LATER_CLASSES)
+        exchanges = [
+            names.exchange,
+            names.dead_letter_exchange,
+            names.retry_exchange,
+            names.later_exchange,
+        ]
         return queues, exchanges
 
 

@@ -128,7 +128,6 @@ class Core:
 async def running(settings: BaseSettings, cleanup: Cleanup) -> AsyncIterator[Core]:
     core = Core(settings)
     cleanup.services.append(core.service)
-    cleanup.queues.extend(core.service.names.delay_queue(s) for s in (1, 5, 30, 300, 1800))
     await core.service.app.start()
     try:
         yield core
