@@ -28,7 +28,6 @@ from shared.contracts import (
     TaskGetReply,
     TaskList,
     TaskListReply,
-    TasksChanged,
     TaskStatus,
     TaskSubmit,
     TaskView,
@@ -36,6 +35,7 @@ from shared.contracts import (
 from shared.contracts.tasks import StatusInput
 from shared.messaging import NoReply, RemoteError, Requester, Unroutable
 from shared.settings import BaseSettings
+from shared.task_events import NoTaskExchange, follow_task
 from shared.topology import Names
 
 R = TypeVar("R", bound=Contract)
@@ -282,26 +282,8 @@ async def watch(settings: BaseSettings, task_id: str, *, give_up_after: float | 
 async def follow_changes(
     conn: aio_pika.abc.AbstractConnection, names: Names, task_id: str
 ) -> asyncio.Queue[TaskView]:
-    """A private queue (exclusive, gone with the connection) bound to `tasks.changed`;
-    returns where the changes of `task_id` arrive."""
-    channel = await conn.channel()
+    """Where the changes of `task_id` arrive (see `shared.task_events.follow_task`)."""
     try:
-        exchange = await channel.get_exchange(names.exchange, ensure=True)  # passive
-    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return await follow_task(await conn.channel(), names.exchange, task_id)
+    except NoTaskExchange:
         raise connection.missing_exchange(names) from None
-    queue = await channel.declare_queue("", exclusive=True, auto_delete=True, durable=False)
-    await queue.bind(exchange, routing_key=TasksChanged.ROUTING_KEY)
-    changes: asyncio.Queue[TaskView] = asyncio.Queue()
-
-    async def on_change(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        try:
-            event = TasksChanged.decode(message.body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return  # not ours to judge: the watcher only reads
-        # One event per commit of the tracker: it names every task the commit touched.
-        for task in event.tasks:
-            if task.id == task_id:
-                changes.put_nowait(task)
-
-    await queue.consume(on_change, no_ack=True)
-    return changes

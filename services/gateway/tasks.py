@@ -36,13 +36,13 @@ from shared.contracts.tasks import (
     TaskGetReply,
     TaskList,
     TaskListReply,
-    TasksChanged,
     TaskStatus,
     TaskSubmit,
     TaskView,
 )
 from shared.messaging import Unroutable, publish
 from shared.service import Service
+from shared.task_events import NoTaskExchange, follow_task
 
 # The kinds the other submitters use (`ferry sync hf-to-aiod`, `ferry pipelines run`), so a
 # listing by kind finds a task whoever submitted it.
@@ -286,26 +286,10 @@ class TasksServicer:
 async def follow_changes(
     channel: aio_pika.abc.AbstractChannel, exchange_name: str, task_id: str
 ) -> asyncio.Queue[TaskView]:
-    """A private queue (exclusive, gone with its channel's connection, deleted with the
-    channel's consumer) bound to `tasks.changed`; returns where `task_id`'s changes arrive."""
+    """Where the changes of `task_id` arrive (see `shared.task_events.follow_task`)."""
     try:
-        exchange = await channel.get_exchange(exchange_name, ensure=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return await follow_task(channel, exchange_name, task_id)
+    except NoTaskExchange:
         raise RpcError(
             grpc.StatusCode.UNAVAILABLE, "the task_tracker has never run here (no exchange)"
         ) from None
-    queue = await channel.declare_queue("", exclusive=True, auto_delete=True, durable=False)
-    await queue.bind(exchange, routing_key=TasksChanged.ROUTING_KEY)
-    changes: asyncio.Queue[TaskView] = asyncio.Queue()
-
-    async def on_change(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        try:
-            event = TasksChanged.decode(message.body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return  # not ours to judge: a watcher only reads
-        for task in event.tasks:
-            if task.id == task_id:
-                changes.put_nowait(task)
-
-    await queue.consume(on_change, no_ack=True)
-    return changes
