@@ -16,7 +16,8 @@ import pytest
 from services.nlu_models import training
 from services.nlu_models.classifier import IntentClassifier, fit
 from services.nlu_models.embedding import SentenceEncoder
-from services.nlu_models.storage import ModelFiles, ModelKey, ModelRecord, UnsafePath
+from services.nlu_models.storage import ModelFiles, ModelKey, ModelRecord
+from shared.confined import UnsafePath
 from shared.contracts.models import IntentsDataOptions
 from shared.faults import InvalidArgument
 

@@ -24,17 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from shared.confined import ConfinedDirectory, UnsafePath
 from shared.contracts.workspaces import check_id
-from shared.faults import AlreadyExists, FailedPrecondition, NotFound
+from shared.faults import AlreadyExists, NotFound
 
 SUFFIX = ".json"
-STAGING = ".staging"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-# Something in the data directory is not what Ferry put there (a symbolic link): refused,
-# with the status that says the request was fine but the state is not.
-UnsafePath = FailedPrecondition
 
 
 @dataclass(frozen=True)
@@ -76,54 +70,30 @@ class StagedFile:
 
 
 class WorkspaceFiles:
+    """The workspace layout on a `ConfinedDirectory` (which opens the data directory and
+    walks it without following links)."""
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self._root_fd: int | None = None
-        self._staging_fd: int | None = None
-
-    # -- opening -------------------------------------------------------------------------
+        self._directory = ConfinedDirectory(root)
 
     def open(self) -> None:
-        """Open the data directory (created if missing) and clear leftover staging files.
-        The data directory itself may be a link an operator made: it is resolved once."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._root_fd = os.open(self.root.resolve(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._staging_fd = self._subdirectory(self._root_fd, STAGING, create=True)
-        for name in os.listdir(self._staging_fd):
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=self._staging_fd)
+        """Open the data directory (created if missing) and clear leftover staging files."""
+        self._directory.open()
 
     def close(self) -> None:
-        for fd in (self._staging_fd, self._root_fd):
-            if fd is not None:
-                os.close(fd)
-        self._root_fd = self._staging_fd = None
+        self._directory.close()
 
     @property
     def root_fd(self) -> int:
-        if self._root_fd is None:
-            raise RuntimeError("open() the workspace files first")
-        return self._root_fd
+        return self._directory.root_fd
 
     @property
     def staging_fd(self) -> int:
-        if self._staging_fd is None:
-            raise RuntimeError("open() the workspace files first")
-        return self._staging_fd
-
-    # -- directories ---------------------------------------------------------------------
+        return self._directory.staging_fd
 
     def _subdirectory(self, parent: int, name: str, *, create: bool) -> int:
-        """The descriptor of directory `name` in `parent`; never through a link."""
-        if create:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o750, dir_fd=parent)
-        try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise UnsafePath(f"{name!r} in the data directory is not a directory") from None
-            raise
+        return self._directory.subdirectory(parent, name, create=create)
 
     @contextlib.contextmanager
     def _integration_dir(
