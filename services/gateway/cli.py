@@ -75,11 +75,9 @@ def certs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     certs.set_defaults(run=run_certs)
 
 
-def workspaces_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "workspaces",
-        help="HumanFirst workspaces, through the gateway (as HumanFirst Studio sees them)",
-    )
+def add_gateway_client_options(parser: argparse.ArgumentParser) -> None:
+    """Where the gateway is, the client's credentials, and which HumanFirst integration the
+    command speaks for: what every command through the gateway needs."""
     parser.add_argument(
         "--gateway",
         default=os.environ.get("FERRY_GATEWAY_ADDRESS", DEFAULT_ADDRESS),
@@ -103,6 +101,14 @@ def workspaces_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         default=os.environ.get("FERRY_HF_INTEGRATION_ID", "cli"),
         help="the HumanFirst integration id (FERRY_HF_INTEGRATION_ID; default cli)",
     )
+
+
+def workspaces_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "workspaces",
+        help="HumanFirst workspaces, through the gateway (as HumanFirst Studio sees them)",
+    )
+    add_gateway_client_options(parser)
     sub = parser.add_subparsers(dest="workspaces_command", required=True, metavar="COMMAND")
     listing = sub.add_parser("list", help="list the workspaces")
     listing.set_defaults(run=run_list)
@@ -287,29 +293,7 @@ def models_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "models",
         help="HumanFirst models, through the gateway (as HumanFirst Studio uses them)",
     )
-    parser.add_argument(
-        "--gateway",
-        default=os.environ.get("FERRY_GATEWAY_ADDRESS", DEFAULT_ADDRESS),
-        metavar="HOST:PORT",
-        help=f"the gateway's gRPC address (FERRY_GATEWAY_ADDRESS; default {DEFAULT_ADDRESS})",
-    )
-    parser.add_argument(
-        "--credentials",
-        type=Path,
-        default=Path(os.environ.get("FERRY_GATEWAY_CREDENTIALS", f"./certs/{CLIENT_FILE}")),
-        metavar="FILE",
-        help="the client's credentials file (FERRY_GATEWAY_CREDENTIALS; from `ferry certs`)",
-    )
-    parser.add_argument(
-        "--hf-namespace",
-        default=os.environ.get("FERRY_HF_NAMESPACE", "local"),
-        help="the HumanFirst namespace (FERRY_HF_NAMESPACE; default local)",
-    )
-    parser.add_argument(
-        "--integration-id",
-        default=os.environ.get("FERRY_HF_INTEGRATION_ID", "cli"),
-        help="the HumanFirst integration id (FERRY_HF_INTEGRATION_ID; default cli)",
-    )
+    add_gateway_client_options(parser)
     sub = parser.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
     listing = sub.add_parser("list", help="list the models")
     listing.set_defaults(run=run_models_list)
