@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
 from typing import Any, TypedDict, TypeVar, cast
 
 import grpc
@@ -26,11 +25,10 @@ import grpc.aio
 from services.gateway.generated.zia.ai.external_integration.v1alpha1 import models_pb2
 from services.gateway.generated.zia.ai.external_nlu.v1alpha1 import service_pb2
 from services.gateway.generated.zia.ai.playbook.data.config.v1alpha1 import config_pb2
-from services.gateway.rpc import RpcError, remaining, request_failed
+from services.gateway.rpc import RpcError, remaining, request_failed, with_transfer
 from services.gateway.settings import GatewaySettings
 from shared.chunks import (
     ChunkLink,
-    TransferFailed,
     TransferLimits,
     declare_transfer_queue,
     delete_transfer_queue,
@@ -65,8 +63,6 @@ from shared.messaging import NoReply, RemoteError, Unroutable
 from shared.service import Service
 
 R = TypeVar("R", bound=Contract)
-T = TypeVar("T")
-U = TypeVar("U")
 
 MODEL_SERVICE = "nlu_models"
 NOT_DEPLOYED = (
@@ -88,23 +84,6 @@ TRAINING_POLL = 0.25  # seconds between two looks at a training model
 TRAINING_ANSWER_MARGIN = 1.0
 
 
-def _failed(exc: Exception, routing_key: str) -> RpcError:
-    """`rpc.request_failed`, naming the model service (rpc.OWNERS does not know it)."""
-    if isinstance(exc, Unroutable):
-        return RpcError(
-            grpc.StatusCode.UNAVAILABLE,
-            f"the {MODEL_SERVICE} service is not running (nothing consumes {routing_key})",
-        )
-    if isinstance(exc, NoReply) and "lost" not in str(exc):
-        return RpcError(
-            grpc.StatusCode.DEADLINE_EXCEEDED, f"the {MODEL_SERVICE} service did not answer: {exc}"
-        )
-    failure = request_failed(exc, routing_key)
-    if failure.message.startswith("service: "):
-        failure.message = f"{MODEL_SERVICE}: {failure.message.removeprefix('service: ')}"
-    return failure
-
-
 async def _ask(
     service: Service,
     context: grpc.aio.ServicerContext,
@@ -117,7 +96,7 @@ async def _ask(
     try:
         return await service.request(message, reply_type, timeout=timeout)
     except (RemoteError, NoReply, Unroutable) as exc:
-        raise _failed(exc, message.ROUTING_KEY) from None
+        raise request_failed(exc, message.ROUTING_KEY) from None
     except (OSError, TimeoutError) as exc:  # connecting to the broker failed
         raise RpcError(grpc.StatusCode.UNAVAILABLE, f"RabbitMQ is not reachable: {exc}") from None
 
@@ -368,7 +347,7 @@ class ModelsServicer:
             asking = service.request(command, ModelReply, timeout=timeout)
             sending = send_chunks(channel, queue, transfer_id, [data], self.send_limits)
             del data  # the request keeps the bytes; the chunks are slices of them
-            reply, _ = await _together(asking, sending, command.ROUTING_KEY)
+            reply, _ = await with_transfer(asking, sending, command.ROUTING_KEY)
         finally:
             await delete_transfer_queue(channel, queue)
             await channel.close()
@@ -397,24 +376,3 @@ class ModelsServicer:
                 )
             await asyncio.sleep(TRAINING_POLL)
         return model
-
-
-async def _together(asking: Awaitable[T], moving: Awaitable[U], routing_key: str) -> tuple[T, U]:
-    """Run the request and its transfer side by side; the first failure of either ends
-    both (an error reply stops the chunks; a broken transfer abandons the request)."""
-    request = asyncio.ensure_future(asking)
-    transfer = asyncio.ensure_future(moving)
-    try:
-        done, _ = await asyncio.wait({request, transfer}, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            failure = task.exception()
-            if failure is not None:
-                raise failure
-        return await request, await transfer
-    except (RemoteError, NoReply, Unroutable, TransferFailed) as exc:
-        raise _failed(exc, routing_key) from None
-    finally:
-        for task in (request, transfer):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(request, transfer, return_exceptions=True)

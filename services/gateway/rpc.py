@@ -38,6 +38,8 @@ from shared.service import Service
 
 R = TypeVar("R", bound=Contract)
 C = TypeVar("C", bound=Contract)
+T = TypeVar("T")
+U = TypeVar("U")
 log = logging.getLogger("ferry.gateway")
 
 # Who owns the work behind each routing-key domain, to name it when it is missing.
@@ -46,6 +48,7 @@ OWNERS = {
     "tasks": "task_tracker",
     "hf": "hf_collector",
     "openhexa": "openhexa_launcher",
+    "models": "nlu_models",
 }
 # Left of a deadline for the answer to travel back.
 DEADLINE_MARGIN = 0.05
@@ -238,3 +241,26 @@ class Stub:
             request_serializer=message_class(method.input_type).SerializeToString,
             response_deserializer=message_class(method.output_type).FromString,
         )
+
+
+async def with_transfer(
+    asking: Awaitable[T], moving: Awaitable[U], routing_key: str
+) -> tuple[T, U]:
+    """Run the request and its transfer side by side; the first failure of either ends
+    both (an error reply stops the chunks; a broken transfer abandons the request)."""
+    request = asyncio.ensure_future(asking)
+    transfer = asyncio.ensure_future(moving)
+    try:
+        done, _ = await asyncio.wait({request, transfer}, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            failure = task.exception()
+            if failure is not None:
+                raise failure
+        return await request, await transfer
+    except (RemoteError, NoReply, Unroutable, TransferFailed) as exc:
+        raise request_failed(exc, routing_key) from None
+    finally:
+        for task in (request, transfer):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(request, transfer, return_exceptions=True)

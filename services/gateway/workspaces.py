@@ -10,20 +10,21 @@ chunks the store sends back. Data is HumanFirst JSON, gzip-compressed both ways
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
-
 import grpc
 import grpc.aio
 
 from services.gateway.generated.zia.ai.external_integration.v1alpha1 import workspace_pb2
 from services.gateway.generated.zia.ai.playbook.data.config.v1alpha1 import config_pb2
-from services.gateway.rpc import RpcError, ask, invalid, remaining, request_failed
+from services.gateway.rpc import (
+    RpcError,
+    ask,
+    invalid,
+    remaining,
+    with_transfer,
+)
 from services.gateway.settings import GatewaySettings
 from shared.chunks import (
     ChunkLink,
-    TransferFailed,
     TransferLimits,
     declare_transfer_queue,
     delete_transfer_queue,
@@ -45,11 +46,8 @@ from shared.contracts.workspaces import (
     WorkspaceReply,
     check_id,
 )
-from shared.messaging import NoReply, RemoteError, Unroutable
 from shared.service import Service
 
-T = TypeVar("T")
-U = TypeVar("U")
 HF_JSON = config_pb2.INTENTS_FORMAT_HF_JSON
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -162,7 +160,7 @@ class WorkspacesServicer:
             asking = self.service.request(command, WorkspaceImportReply, timeout=timeout)
             sending = send_chunks(channel, queue, transfer_id, [data], self.send_limits)
             del data  # the request keeps the bytes; the chunks are slices of them
-            await _together(asking, sending, command.ROUTING_KEY)
+            await with_transfer(asking, sending, command.ROUTING_KEY)
         finally:
             await delete_transfer_queue(channel, queue)
             await channel.close()
@@ -189,7 +187,7 @@ class WorkspacesServicer:
                 channel, queue, transfer_id, chunks.append, self.receive_limits
             )
             asking = self.service.request(query, WorkspaceExportReply, timeout=timeout)
-            reply, received = await _together(asking, receiving, query.ROUTING_KEY)
+            reply, received = await with_transfer(asking, receiving, query.ROUTING_KEY)
         finally:
             await delete_transfer_queue(channel, queue)
             await channel.close()
@@ -200,23 +198,3 @@ class WorkspacesServicer:
         return workspace_pb2.ExportWorkspaceResponse(
             data_format=HF_JSON, format_options=format_options(), data=data
         )
-
-
-async def _together(asking: Awaitable[T], moving: Awaitable[U], routing_key: str) -> tuple[T, U]:
-    """Run the request and its transfer side by side; the first failure of either ends
-    both (an error reply stops the chunks; a broken transfer abandons the request)."""
-    request = asyncio.ensure_future(asking)
-    transfer = asyncio.ensure_future(moving)
-    try:
-        done, _ = await asyncio.wait({request, transfer}, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        return await request, await transfer
-    except (RemoteError, NoReply, Unroutable, TransferFailed) as exc:
-        raise request_failed(exc, routing_key) from None
-    finally:
-        for task in (request, transfer):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(request, transfer, return_exceptions=True)
