@@ -30,6 +30,7 @@ from typing import Any, Self, TypedDict, Unpack
 
 import httpx
 
+from shared.http_transport import AiohttpTransport
 from shared.retry import BudgetSpent, RetryPolicy, TransientError, delay_hint, describe
 from shared.settings import BaseSettings
 
@@ -278,7 +279,6 @@ class ExternalApi:
         auth: httpx.Auth | None = None,
         timeout: float | httpx.Timeout = 30.0,
         max_connections: int = 100,
-        max_keepalive_connections: int | None = None,
         retry: RetryPolicy | None = None,
         pacer: RateLimitPacer | None = None,
         follow_redirects: bool = True,
@@ -296,13 +296,9 @@ class ExternalApi:
             headers={"User-Agent": f"ferry-{name}", **(headers or {})},
             auth=auth,
             timeout=timeout,
-            # Many requests in flight per worker: keep as many connections alive as we use.
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections or max_connections,
-            ),
             follow_redirects=follow_redirects,  # httpx drops Authorization on a cross-origin hop
-            transport=transport,
+            # Many requests in flight per worker: one pool as large as the requests we send.
+            transport=transport or AiohttpTransport(max_connections=max_connections),
         )
 
     @classmethod

@@ -1,12 +1,14 @@
 """The client of external APIs against a real HTTP server on 127.0.0.1 (httpx is not mocked):
-retries of transient failures, permanent ones raised at once, pool limits, and the pacer
-that keeps a worker under the peer's rate limit."""
+retries of transient failures, permanent ones raised at once, pool limits, the pacer
+that keeps a worker under the peer's rate limit, and the wire underneath (aiohttp)."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ import httpx
 import pytest
 
 from shared.http import ExternalApi, RateLimited, RateLimitPacer, RateLimitReport
+from shared.http_transport import AiohttpTransport, ResponseTooLarge
 from shared.retry import BudgetSpent, RetryPolicy, classify
 from shared.settings import BaseSettings
 
@@ -355,3 +358,47 @@ async def test_retries_are_logged_without_credentials(
         text = f"{record.getMessage()} {record.__dict__}"
         assert "s3cr3t" not in text
         assert "q5ecret" not in text
+
+
+# -- the wire: httpx's API over aiohttp's pool ----------------------------------------------
+
+
+async def test_a_compressed_body_is_decoded_and_headers_keep_their_case(peer: Peer) -> None:
+    compressed = gzip.compress(b'{"ok": "yes"}')
+    peer.script = lambda n, seen: Reply(headers={"Content-Encoding": "gzip"}, body=compressed)
+    async with ExternalApi(peer.url, name="peer", retry=FAST) as api:
+        response = await api.post("/things?q=a%2Fb", json={"x": 1})
+    assert response.json() == {"ok": "yes"}
+    assert response.headers["content-encoding"] == "gzip"
+    assert peer.seen[0].path == "/things?q=a%2Fb"  # sent as quoted, not quoted again
+    assert peer.seen[0].headers["User-Agent"] == "ferry-peer"
+
+
+async def test_a_body_over_the_limit_is_refused_for_good(peer: Peer) -> None:
+    peer.script = lambda n, seen: Reply(body=b"x" * 5000)
+    transport = AiohttpTransport(max_body_bytes=4096)
+    async with ExternalApi(peer.url, name="peer", retry=FAST, transport=transport) as api:
+        with pytest.raises(ResponseTooLarge) as error:
+            await api.get("/big")
+    assert not classify(error.value).transient
+    assert len(peer.seen) == 1  # not retried
+
+
+async def test_connection_failures_are_httpx_errors_and_transient() -> None:
+    with socket.socket() as probe:  # a port where nobody listens
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    async with ExternalApi(f"http://127.0.0.1:{closed}", name="gone", retry=FAST) as api:
+        with pytest.raises(BudgetSpent) as error:
+            await api.get("/")
+    assert isinstance(error.value.last, httpx.ConnectError)
+    assert classify(error.value.last).transient
+
+    # A peer that hangs up without answering.
+    server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, ExternalApi(f"http://127.0.0.1:{port}", name="rude", retry=FAST) as api:
+        with pytest.raises(BudgetSpent) as error:
+            await api.get("/")
+    assert isinstance(error.value.last, httpx.RemoteProtocolError)
+    assert classify(error.value.last).transient

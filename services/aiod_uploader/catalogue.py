@@ -16,9 +16,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +34,6 @@ log = logging.getLogger("ferry.aiod_uploader.catalogue")
 # with identifier=data_...": the record a POST collided with.
 _EXISTING = re.compile(r"identifier=([A-Za-z0-9_]+)")
 _UPLOAD_DENIED = "No permission to upload assets for"
-POOL_SIZE = 8  # connections per httpx pool (see AiodCatalogue.__init__)
 
 
 class RunFailure(PermanentError):
@@ -148,30 +145,20 @@ class AiodCatalogue:
         )
         # The retries are this module's (see `_call`); each request is sent once down there.
         self._once = RetryPolicy(attempts=1, budget=settings.retry_budget)
-        # Several small pools rather than one large one: httpcore 1.0's pool does work
-        # quadratic in its size on every request it starts or ends (about 5 ms of CPU per
-        # request at 32 connections, under 1 ms at 8). AIoD sends no rate-limit headers, so
-        # separate pacers lose nothing.
-        connections = settings.upload_concurrency + settings.prune_concurrency
-        self.apis = [
-            ExternalApi(
-                settings.api_root,
-                name="aiod",
-                timeout=settings.http_timeout,
-                max_connections=POOL_SIZE,
-                retry=self._once,
-            )
-            for _ in range(max(1, math.ceil(connections / POOL_SIZE)))
-        ]
-        self._turn = itertools.count()
+        self.api = ExternalApi(
+            settings.api_root,
+            name="aiod",
+            timeout=settings.http_timeout,
+            max_connections=settings.upload_concurrency + settings.prune_concurrency,
+            retry=self._once,
+        )
         self.auth = ExternalApi(
             settings.token_url, name="aiod-auth", timeout=settings.http_timeout, retry=self.policy
         )
         self.tokens = TokenSource(settings, self.auth)
 
     async def aclose(self) -> None:
-        for api in self.apis:
-            await api.aclose()
+        await self.api.aclose()
         await self.auth.aclose()
 
     # -- the calls -------------------------------------------------------------------------
@@ -245,13 +232,11 @@ class AiodCatalogue:
     ) -> httpx.Response:
         renewed = False
 
-        api = self.apis[next(self._turn) % len(self.apis)]
-
         async def once() -> httpx.Response:
             nonlocal renewed
             token = await self.tokens.get()
             try:
-                return await api.request(
+                return await self.api.request(
                     method,
                     url,
                     json=json,

@@ -20,9 +20,7 @@ every status keeps its own meaning instead of all becoming 400.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
@@ -43,7 +41,6 @@ T = TypeVar("T")
 
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 CONFLICTING_OPERATION = "another conflicting operation is in progress"
-POOL_SIZE = 8  # connections per httpx pool of the viewer (see Hub.__init__)
 RepoType = Literal["dataset", "model", "space"]
 
 
@@ -143,29 +140,21 @@ class Hub:
             max_connections=8,  # listing pages and repository calls: a few at a time
             retry=once,
         )
-        # Several small pools rather than one large one: httpcore 1.0's pool does work
-        # quadratic in its size on every request it starts or ends (about 5 ms of CPU per
-        # request at 32 connections, under 1 ms at 8). The viewer sends no rate-limit
-        # headers, so separate pacers lose nothing.
-        self.viewers = [
-            ExternalApi(
-                settings.hf_viewer_url.rstrip("/"),
-                name="hf-viewer",
-                headers=headers,
-                timeout=settings.http_timeout,
-                max_connections=POOL_SIZE,
-                retry=once,
-            )
-            for _ in range(max(1, math.ceil(settings.parquet_concurrency / POOL_SIZE)))
-        ]
-        self._turn = itertools.count()
+        # The viewer sends no rate-limit headers: a pacer of its own loses nothing.
+        self.viewer = ExternalApi(
+            settings.hf_viewer_url.rstrip("/"),
+            name="hf-viewer",
+            headers=headers,
+            timeout=settings.http_timeout,
+            max_connections=settings.parquet_concurrency,
+            retry=once,
+        )
         self._whoami: tuple[Account, float] | None = None
         self._whoami_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
         await self.api.aclose()
-        for viewer in self.viewers:
-            await viewer.aclose()
+        await self.viewer.aclose()
 
     # -- datasets -------------------------------------------------------------------------
 
@@ -216,7 +205,7 @@ class Hub:
         (or the viewer does not know the dataset), as the peer connector reads it."""
         no_files: list[ParquetFile] = []
         return await self._call(
-            self.viewers[next(self._turn) % len(self.viewers)],
+            self.viewer,
             "GET",
             "/parquet",
             params={"dataset": repo_id},

@@ -1,0 +1,145 @@
+"""httpx's client API over aiohttp's connection pool.
+
+httpx's own transport (httpcore on anyio) costs about 1.3 ms of CPU per request here, and
+its pool does work quadratic in its size; through this transport a request costs about
+0.2 ms (`python bench/http_client.py`). On a 2-core machine that runs the broker, the
+stand-ins and every service, that is the difference between the sync being bound by its
+HTTP client and not. The rest of Ferry keeps httpx's API (`httpx.Response`,
+`httpx.HTTPStatusError`, auth flows, redirects), so only the wire underneath changes.
+
+aiohttp's failures are translated to httpx's, so `shared.retry` sees what it always saw:
+timeouts, connection errors and broken responses are `httpx.TransportError`s (transient).
+A response body larger than `max_body_bytes` is refused as `ResponseTooLarge` (permanent).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+import httpx
+import yarl
+
+from shared.retry import PermanentError
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a page of full dataset listings is a few MB at most
+KEEPALIVE_SECONDS = 15.0
+CHUNK_BYTES = 64 * 1024
+
+
+class ResponseTooLarge(PermanentError):
+    """The peer sent a body larger than the client accepts."""
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Sends httpx requests over one `aiohttp.ClientSession`, opened on first use (it needs
+    the running loop) and closed by `aclose`. Redirects, auth and decompression stay
+    httpx's: aiohttp sends the request as built and hands back the bytes as received."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_body_bytes = max_body_bytes
+        self.verify = verify
+        self._session: aiohttp.ClientSession | None = None
+
+    def _opened(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections,
+                keepalive_timeout=KEEPALIVE_SECONDS,
+                ssl=self.verify,
+            )
+            # No cookie jar: every request carries what httpx put on it, nothing more.
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a streamed upload: Ferry sends none this large
+            body = await request.aread()
+        try:
+            async with self._opened().request(
+                request.method,
+                yarl.URL(str(request.url), encoded=True),  # httpx has quoted it already
+                headers=[
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                ],
+                data=body or None,
+                allow_redirects=False,
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),  # waiting for a pooled connection, and more
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            ) as response:
+                content = await self._read(response)
+                return httpx.Response(
+                    response.status,
+                    headers=response.raw_headers,
+                    stream=httpx.ByteStream(content),
+                    request=request,
+                    extensions={
+                        "http_version": b"HTTP/1.1",
+                        "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
+                    },
+                )
+        except aiohttp.ClientError as exc:
+            raise _translated(exc, request) from exc
+        except TimeoutError as exc:  # the pool's wait, which aiohttp raises bare
+            raise httpx.PoolTimeout("no connection free in time", request=request) from exc
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        declared = response.content_length
+        if declared is not None and declared > self.max_body_bytes:
+            raise ResponseTooLarge(
+                f"the response declares {declared} bytes; at most {self.max_body_bytes}"
+                " are accepted"
+            )
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise ResponseTooLarge(
+                    f"the response is larger than the {self.max_body_bytes} bytes accepted"
+                )
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _translated(exc: aiohttp.ClientError, request: httpx.Request) -> httpx.TransportError:
+    """The httpx error that httpx's own transport would have raised for `exc`."""
+    message = str(exc) or type(exc).__name__
+    kind: type[httpx.TransportError]
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        kind = httpx.ConnectTimeout
+    elif isinstance(exc, aiohttp.ServerTimeoutError):
+        kind = httpx.ReadTimeout
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        kind = httpx.ConnectError
+    elif isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        kind = httpx.UnsupportedProtocol
+    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
+        kind = httpx.RemoteProtocolError
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        kind = httpx.ReadError
+    else:
+        kind = httpx.NetworkError
+    return kind(message, request=request)
