@@ -71,7 +71,6 @@ def serve_stand_in(name: str, port: int, datasets: int, seed: int, latency_ms: f
             hf_hub.HubOptions(datasets=datasets, seed=seed, quota=10_000_000, faults=faults)
         )
     else:
-        _index_platform_lookups(aiod)
         app = aiod.create_app(
             aiod.AiodOptions(faults=faults, seed=seed, token_lifetime_seconds=3600)
         )
@@ -85,41 +84,6 @@ def serve_stand_in(name: str, port: int, datasets: int, seed: int, latency_ms: f
             await stop.wait()
 
     asyncio.run(run())
-
-
-def _index_platform_lookups(aiod: Any) -> None:
-    """The AIoD stand-in finds a record by platform id by scanning every record, which at
-    100,000 records costs more than everything else together. Until it keeps an index, the
-    benchmark gives it one (same answers: the live record, else the last deleted one)."""
-    state_class = aiod.AiodState
-    if getattr(state_class, "_bench_indexed", False):
-        return
-    scanning = state_class.by_platform_id
-
-    def by_platform_id(self: Any, platform: str, pid: str) -> Any:
-        index = self.__dict__.setdefault("_bench_index", {})
-        seen = self.__dict__.get("_bench_seen", 0)
-        if seen > len(self.records):  # records were forgotten: start again
-            index.clear()
-            seen = 0
-        if seen != len(self.records):  # new records since: index them
-            for record in list(self.records.values())[seen:]:
-                key = (record.platform, record.platform_resource_identifier)
-                index.setdefault(key, []).append(record)
-            self.__dict__["_bench_seen"] = len(self.records)
-        found = None
-        for record in index.get((platform, pid), []):
-            if self.records.get(record.identifier) is not record:
-                continue  # forgotten
-            if record.platform != platform or record.platform_resource_identifier != pid:
-                return scanning(self, platform, pid)  # changed since indexed: the slow way
-            if record.date_deleted is None:
-                return record
-            found = record
-        return found
-
-    state_class.by_platform_id = by_platform_id
-    state_class._bench_indexed = True
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -297,7 +261,12 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--uploaders", type=int, default=2)
     parser.add_argument("--collectors", type=int, default=1)
-    parser.add_argument("--upload-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--upload-concurrency", type=int, default=UploaderSettings.upload_concurrency
+    )
+    parser.add_argument(
+        "--parquet-concurrency", type=int, default=CollectorSettings.parquet_concurrency
+    )
     parser.add_argument("--sample", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=900)
@@ -369,7 +338,11 @@ def main() -> int:
             give_up_after=3600,
         )
         collector = CollectorSettings(
-            **common, hf_endpoint=hub_url, hf_viewer_url=hub_url, hf_token=HF_TOKEN
+            **common,
+            hf_endpoint=hub_url,
+            hf_viewer_url=hub_url,
+            hf_token=HF_TOKEN,
+            parquet_concurrency=args.parquet_concurrency,
         )
         uploader = UploaderSettings(
             **common,

@@ -304,6 +304,24 @@ def test_put_is_a_full_replace_and_the_unversioned_paths_answer(aiod_url: str) -
     assert httpx.get(f"{aiod_url}/counts/datasets").json() == 1
 
 
+def test_a_record_is_found_by_the_platform_id_its_body_says_now(aiod_url: str) -> None:
+    with as_(aiod_url, CONNECTOR) as connector:
+        identifier = connector.post("/v2/datasets", json=metadata(pid="old-pid")).json()[
+            "identifier"
+        ]
+        connector.put(f"/v2/datasets/{identifier}", json=metadata(pid="new-pid"))
+        old = connector.get("/v2/platforms/huggingface/datasets/old-pid")
+        new = connector.get("/v2/platforms/huggingface/datasets/new-pid")
+        assert old.status_code == 404
+        assert new.json()["identifier"] == identifier
+        # The old platform id is free again; the new one is taken.
+        assert connector.post("/v2/datasets", json=metadata(pid="old-pid")).status_code == 200
+        assert connector.post("/v2/datasets", json=metadata(pid="new-pid")).status_code == 409
+        connector.delete(f"/v2/datasets/{identifier}")
+        assert connector.get("/v2/platforms/huggingface/datasets/new-pid").status_code == 404
+        assert connector.post("/v2/datasets", json=metadata(pid="new-pid")).status_code == 200
+
+
 def test_injected_500_has_the_real_detail_shape(aiod_url: str) -> None:
     httpx.post(f"{aiod_url}/_sandbox/faults", json={"status": 500, "count": 1})
     response = httpx.get(f"{aiod_url}/v2/counts/datasets")
