@@ -256,17 +256,23 @@ class SqliteTaskStore(TaskStore):
         self, conn: sqlite3.Connection, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], ItemRecord]:
         items: dict[tuple[str, str], ItemRecord] = {}
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            marks = ",".join(["(?, ?)"] * len(chunk))
-            rows = conn.execute(
-                "SELECT task_id, item_key, outcome, message, observed_at, detail"
-                f" FROM {self._items} WHERE (task_id, item_key) IN (VALUES {marks})",
-                [part for key in chunk for part in key],
-            )
-            for row in rows:
-                item = _item(row)
-                items[(item.task_id, item.item_key)] = item
+        by_task: dict[str, list[str]] = {}
+        for task_id, item_key in keys:
+            by_task.setdefault(task_id, []).append(item_key)
+        # One task at a time: `task_id = ? AND item_key IN (...)` is a primary-key search,
+        # where `(task_id, item_key) IN (VALUES ...)` scans the whole table on every batch.
+        for task_id, item_keys in by_task.items():
+            for start in range(0, len(item_keys), _CHUNK):
+                chunk = item_keys[start : start + _CHUNK]
+                rows = conn.execute(
+                    "SELECT task_id, item_key, outcome, message, observed_at, detail"
+                    f" FROM {self._items}"
+                    f" WHERE task_id = ? AND item_key IN ({','.join('?' * len(chunk))})",
+                    [task_id, *chunk],
+                )
+                for row in rows:
+                    item = _item(row)
+                    items[(item.task_id, item.item_key)] = item
         return items
 
     def _write(self, conn: sqlite3.Connection, records: Sequence[TaskRecord]) -> None:
