@@ -15,9 +15,8 @@ class CollectorSettings(BaseSettings):
     hf_viewer_url: str = "https://datasets-server.huggingface.co"
     hf_token: str = field(default="", metadata={"secret": True})  # empty: anonymous
     page_size: int = 1000  # datasets per listing page (the Hub's maximum)
-    # Parquet lookups in flight while a page is read (and connections to the viewer: httpcore
-    # looks at every connection of its pool for each request, so more costs CPU).
-    parquet_concurrency: int = 32
+    # Parquet lookups in flight while a page is read (and connections to the viewer).
+    parquet_concurrency: int = 64
     # In-process attempts of each parquet lookup: a page holds up to `page_size` of them,
     # and one that fails for good sends the whole page to be read again later.
     parquet_retry_attempts: int = 8
