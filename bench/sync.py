@@ -320,7 +320,8 @@ def main() -> int:
         wait_http(aiod_url + "/_sandbox/faults", stand_ins["aiod"])
         summary = httpx.get(hub_url + "/_sandbox/catalogue", timeout=30).json()
         print(
-            f"stand-ins: {summary['datasets']} datasets ({summary['public']} public),"
+            f"stand-ins: {summary['datasets']} datasets"
+            f" ({summary['public'] - summary['disabled']} public and not disabled),"
             f" {args.latency_ms:g} ms per call; work dir {workdir}",
             flush=True,
         )
@@ -372,6 +373,8 @@ def main() -> int:
         rate = discovered / elapsed
         print(f"sync: {task.status.value}, {discovered} datasets in {elapsed:.1f}s,"
               f" {rate:.0f} datasets/s; result {result}")  # fmt: skip
+        counts = httpx.get(aiod_url + "/counts/datasets?detailed=true", timeout=60).json()
+        print(f"records of {PLATFORM} at AIoD afterwards: {counts.get(PLATFORM, 0)}")
         print("process            peak RSS (MB)  CPU (s)")
         for process in [*services, *stand_ins.values()]:
             rss, cpu = process.peak_rss_mb(), process.cpu_seconds()

@@ -14,6 +14,7 @@ from tests.test_deploy_render import (
     K8S,
     ROOT,
     SANDBOX_OVERLAY,
+    STAND_INS,
     by_kind,
     compose_document,
     containers,
@@ -36,7 +37,9 @@ def k8s() -> list[dict[str, Any]]:
 def k8s_ferry_containers(resources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The containers that run a Ferry service, by module (services.<name>)."""
     return {
-        c["command"][2]: c for c in containers(resources) if c["command"][:2] == ["python", "-m"]
+        c["command"][2]: c
+        for c in containers(resources)
+        if c["command"][:2] == ["python", "-m"] and c["command"][2] != STAND_INS
     }
 
 

@@ -38,12 +38,18 @@ def compose_document() -> dict[str, Any]:
     return read_compose(COMPOSE, environ={})
 
 
+STAND_INS = "services.sandbox"
+
+
 def ferry_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The compose services that run a Ferry service (`python -m services.<name>`)."""
+    """The compose services that run a Ferry service (`python -m services.<name>`), not the
+    stand-ins (`python -m services.sandbox`), which read no Ferry settings."""
     return {
         name: service
         for name, service in compose["services"].items()
-        if runs_locally(service) and service["command"][1] == "-m"
+        if runs_locally(service)
+        and service["command"][1] == "-m"
+        and service["command"][2] != STAND_INS
     }
 
 

@@ -379,9 +379,12 @@ def _translate(
 
 
 def _local_argument(argument: str, ports: Mapping[int, int]) -> str:
-    """A command's argument that names one of the container's ports names the local one."""
+    """A command's argument that names one of the container's ports names the local one;
+    one that listens on every address listens on 127.0.0.1."""
     if argument.isdigit() and int(argument) in ports:
         return str(ports[int(argument)])
+    if argument == ANY_HOST:
+        return LOCAL_HOST
     return argument
 
 

@@ -1,5 +1,6 @@
 """`ferry sandbox [NAME ...] [--port N] [--datasets N] [--seed S] [faults] [stand-in options]`:
-run local stand-ins of the systems Ferry talks to, as real HTTP servers on 127.0.0.1.
+run local stand-ins of the systems Ferry talks to, as real HTTP servers on 127.0.0.1
+(or on --host).
 
 NAME is hf-hub, aiod, openhexa or all (the default). Each prints one first line
 saying where it listens and which credentials it accepts, then serves until Ctrl-C or
@@ -60,6 +61,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"which: {', '.join(known)} or all (default: all)",
     )
     parser.add_argument(
+        "--host",
+        default=server.HOST,
+        help=f"address to listen on ({server.HOST}; 0.0.0.0 in a container, where the"
+        " services reach them by name)",
+    )
+    parser.add_argument(
         "--port",
         type=count_argument(0, 65535),
         help="port of the first one, the next ones follow (0: any free port)",
@@ -118,7 +125,7 @@ def options_of(args: argparse.Namespace) -> SandboxOptions:
 def run(settings: BaseSettings, args: argparse.Namespace) -> int:
     del settings  # the stand-ins need no broker
     try:
-        return server.run(args.names, args.port, options_of(args))
+        return server.run(args.names, args.port, options_of(args), host=args.host)
     except UnknownStandIn as exc:
         raise UsageError(str(exc)) from None
     except SandboxError as exc:

@@ -272,18 +272,20 @@ def plan(
     ]
 
 
-def run(names: Sequence[str], port: int | None, options: SandboxOptions) -> int:
+def run(names: Sequence[str], port: int | None, options: SandboxOptions, host: str = HOST) -> int:
     """Serve the named stand-ins until SIGINT or SIGTERM; SandboxError if they cannot start."""
     apps = plan(names, port, options)
-    return asyncio.run(_serve_until_signalled(apps))
+    return asyncio.run(_serve_until_signalled(apps, host))
 
 
-async def _serve_until_signalled(apps: Sequence[tuple[str, web.Application, int]]) -> int:
+async def _serve_until_signalled(
+    apps: Sequence[tuple[str, web.Application, int]], host: str
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with serving(apps) as listening:
+    async with serving(apps, host) as listening:
         for server in listening:
             print(server.banner())
         sys.stdout.flush()
