@@ -10,6 +10,9 @@ HTTP client and not. The rest of Ferry keeps httpx's API (`httpx.Response`,
 aiohttp's failures are translated to httpx's, so `shared.retry` sees what it always saw:
 timeouts, connection errors and broken responses are `httpx.TransportError`s (transient).
 A response body larger than `max_body_bytes` is refused as `ResponseTooLarge` (permanent).
+What httpx's transport took from the environment, this one takes too: the proxies of
+`HTTP(S)_PROXY`/`NO_PROXY` (httpx ignores them once it is given a transport) and the CA
+bundle httpx trusts (certifi, or `SSL_CERT_FILE`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import yarl
 from shared.retry import PermanentError
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a page of full dataset listings is a few MB at most
-KEEPALIVE_SECONDS = 15.0
+# Below the 5 s an idle connection is kept by uvicorn (AIoD's server) and by httpx: a request
+# never goes out on a connection the server is closing.
+KEEPALIVE_SECONDS = 4.0
 CHUNK_BYTES = 64 * 1024
 
 
@@ -50,14 +55,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _opened(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            verify = httpx.create_ssl_context() if self.verify is True else self.verify
             connector = aiohttp.TCPConnector(
-                limit=self.max_connections,
-                keepalive_timeout=KEEPALIVE_SECONDS,
-                ssl=self.verify,
+                limit=self.max_connections, keepalive_timeout=KEEPALIVE_SECONDS, ssl=verify
             )
             # No cookie jar: every request carries what httpx put on it, nothing more.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
             )
         return self._session
 

@@ -402,3 +402,17 @@ async def test_connection_failures_are_httpx_errors_and_transient() -> None:
             await api.get("/")
     assert isinstance(error.value.last, httpx.RemoteProtocolError)
     assert classify(error.value.last).transient
+
+
+async def test_the_proxy_of_the_environment_is_used(
+    peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The peer plays the proxy: a request for another host reaches it in absolute form.
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, peer.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with ExternalApi("http://api.example.invalid", name="far", retry=FAST) as api:
+        response = await api.get("/datasets?limit=1")
+    assert response.json() == {"ok": True}
+    assert peer.seen[0].path == "http://api.example.invalid/datasets?limit=1"
