@@ -18,6 +18,7 @@ bundle httpx trusts (certifi, or `SSL_CERT_FILE`).
 from __future__ import annotations
 
 import ssl
+import urllib.request
 
 import aiohttp
 import httpx
@@ -52,6 +53,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self.max_body_bytes = max_body_bytes
         self.verify = verify
         self._session: aiohttp.ClientSession | None = None
+        # Asked once per (scheme, host): aiohttp's own `trust_env` asks on every request,
+        # which doubles the CPU a request costs.
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     def _opened(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -61,7 +65,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             # No cookie jar: every request carries what httpx put on it, nothing more.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
             )
         return self._session
 
@@ -81,6 +85,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 auto_decompress=False,
+                proxy=self._proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeout.get("pool"),  # waiting for a pooled connection, and more
@@ -103,6 +108,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise _translated(exc, request) from exc
         except TimeoutError as exc:  # the pool's wait, which aiohttp raises bare
             raise httpx.PoolTimeout("no connection free in time", request=request) from exc
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        """The proxy the environment names for `url` (`HTTP(S)_PROXY`, less `NO_PROXY`)."""
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            proxies = urllib.request.getproxies_environment()
+            # In the standard library on every platform, missing from its type stubs.
+            bypass = urllib.request.proxy_bypass_environment(url.host, proxies)  # type: ignore[attr-defined]
+            self._proxies[key] = None if bypass else proxies.get(url.scheme)
+        return self._proxies[key]
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         declared = response.content_length

@@ -416,3 +416,8 @@ async def test_the_proxy_of_the_environment_is_used(
         response = await api.get("/datasets?limit=1")
     assert response.json() == {"ok": True}
     assert peer.seen[0].path == "http://api.example.invalid/datasets?limit=1"
+    # NO_PROXY names the hosts reached directly.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    async with ExternalApi(peer.url, name="near", retry=FAST) as api:
+        await api.get("/datasets?limit=2")
+    assert peer.seen[1].path == "/datasets?limit=2"
