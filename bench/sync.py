@@ -321,7 +321,7 @@ def main() -> int:
         summary = httpx.get(hub_url + "/_sandbox/catalogue", timeout=30).json()
         print(
             f"stand-ins: {summary['datasets']} datasets"
-            f" ({summary['public'] - summary['disabled']} public and not disabled),"
+            f" ({summary['listed']} public and not disabled),"
             f" {args.latency_ms:g} ms per call; work dir {workdir}",
             flush=True,
         )

@@ -1,8 +1,8 @@
 """httpx's client API over aiohttp's connection pool.
 
-httpx's own transport (httpcore on anyio) costs about 1.3 ms of CPU per request here, and
+httpx's own transport (httpcore on anyio) costs about 1 ms of CPU per request here, and
 its pool does work quadratic in its size; through this transport a request costs about
-0.2 ms (`python bench/http_client.py`). On a 2-core machine that runs the broker, the
+0.26 ms (`python bench/http_client.py`). On a 2-core machine that runs the broker, the
 stand-ins and every service, that is the difference between the sync being bound by its
 HTTP client and not. The rest of Ferry keeps httpx's API (`httpx.Response`,
 `httpx.HTTPStatusError`, auth flows, redirects), so only the wire underneath changes.

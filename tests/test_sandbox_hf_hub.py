@@ -60,8 +60,10 @@ def api(hub: Listening, token: str | bool = DEFAULT_TOKEN) -> HfApi:
 def test_listing_pages_through_every_visible_dataset(
     hub: Listening, summary: dict[str, int]
 ) -> None:
-    anonymous = [d.id for d in api(hub).list_datasets(token=False)]
+    listed = list(api(hub).list_datasets(token=False))
+    anonymous = [d.id for d in listed]
     assert len(anonymous) == summary["public"] == len(set(anonymous))
+    assert sum(not d.disabled for d in listed) == summary["listed"]
     with_token = list(api(hub).list_datasets())
     assert len(with_token) == summary["visible_with_token"]
     private = [d for d in with_token if d.private]

@@ -737,6 +737,8 @@ def catalogue_summary(catalogue: Catalogue) -> dict[str, int]:
     return {
         "datasets": len(live),
         "public": sum(not d.private for d in live),
+        # What a sync lists: public and not disabled.
+        "listed": sum(not d.private and not d.disabled for d in live),
         "private": sum(d.private for d in live),
         "private_own": sum(d.private and d.author in own for d in live),
         "visible_with_token": sum(not d.private or d.author in own for d in live),
