@@ -73,13 +73,15 @@ async def test_run_dry_run_validates_against_the_live_version_and_launches_nothi
 ) -> None:
     code = await ferry(
         w, "run", "ferry-tasked", "--param", "countries=BF", "--param", "countries=CD",
-        "--param", "year=2025", "--dry-run",
+        "--param", "year=2025", "--id", "dry-1", "--dry-run",
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     assert '"ok":true' in out
     # `note` exists only in version 2, the live one: it was validated against that.
     assert '"countries":["BF","CD"]' in out and '"year":2025' in out and '"note":null' in out
+    # The config as it would be launched: the launcher fills in the task id it declares.
+    assert '"task_id":"dry-1"' in out
     assert await w.runs_of("ferry-tasked") == []
     tasks = await w.client.request(TaskList(), TaskListReply, timeout=10)
     assert tasks.tasks == []  # nothing submitted either

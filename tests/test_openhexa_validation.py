@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from services.openhexa_launcher.validation import ParameterSpec, check_specs, validate_config
+from services.openhexa_launcher.validation import (
+    ParameterSpec,
+    check_specs,
+    validate_config,
+    with_task_id,
+)
 
 SECRET = "<class 'openhexa.sdk.pipelines.parameter.types.Secret'>"
 
@@ -482,3 +487,14 @@ def _typed(value: Any) -> Any:
         return ("nan", float)
     # A Secret is the SDK's str subclass: on the wire it is a string.
     return (value, str if isinstance(value, str) else type(value))
+
+
+def test_the_task_id_goes_only_where_a_pipeline_declares_it() -> None:
+    config = {"year": 2025}
+    assert with_task_id([p("year", "int")], config, "t-1", "task_id") == config
+    declared = [p("year", "int"), p("task_id", "str", required=True)]
+    launched = with_task_id(declared, config, "t-1", "task_id")
+    assert launched == {"year": 2025, "task_id": "t-1"}
+    assert validate_config(declared, launched).ok  # a required task_id is no problem
+    assert not validate_config(declared, config).ok  # ... as long as it is filled in
+    assert with_task_id([p("task_id", "int")], {}, "42", "task_id") == {"task_id": 42}

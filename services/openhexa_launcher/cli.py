@@ -29,7 +29,7 @@ import msgspec
 from services.cli import connection
 from services.cli.errors import CliError, UsageError
 from services.openhexa_launcher.runs import specs_of
-from services.openhexa_launcher.validation import check_specs, validate_config
+from services.openhexa_launcher.validation import check_specs, validate_config, with_task_id
 from shared.contracts.openhexa import (
     PipelineDetail,
     PipelineGet,
@@ -247,7 +247,12 @@ def run_run(settings: BaseSettings, args: argparse.Namespace) -> int:
         raise CliError(f"pipeline {detail.code} has no version to run")
     config = as_lists_where_multiple(detail.version.parameters, config)
     specs = specs_of(detail.version.parameters)
-    validated = validate_config(specs, config)
+    task_id = args.task_id or uuid.uuid4().hex
+    # Validated as launched: with the task id where the launcher fills it in.
+    launched = config
+    if detail.task_id_parameter is not None:
+        launched = with_task_id(specs, config, task_id, detail.task_id_parameter)
+    validated = validate_config(specs, launched)
     if not validated.ok:
         # One line, exit 2, as every usage and validation error of `ferry`.
         problems = "; ".join(validated.messages)
@@ -255,7 +260,6 @@ def run_run(settings: BaseSettings, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(msgspec.json.encode({"ok": True, "config": validated.config}).decode())
         return 0
-    task_id = args.task_id or uuid.uuid4().hex
     launch = {"pipeline_id": detail.id, "version_id": args.version_id, "config": config}
     try:
         RunLaunch(task_id=task_id, **launch)

@@ -41,7 +41,7 @@ from services.openhexa_launcher.client import (
     Version,
 )
 from services.openhexa_launcher.settings import LauncherSettings
-from services.openhexa_launcher.validation import ParameterSpec, validate_config
+from services.openhexa_launcher.validation import ParameterSpec, validate_config, with_task_id
 from shared.contracts.openhexa import (
     PipelineDetail,
     PipelineParameter,
@@ -212,7 +212,11 @@ class RunLauncher:
             pipeline.current_version is None or pipeline.current_version.id != version_id
         ):
             version = await self.client.version(pipeline.id, version_id)
-        return detail_of(pipeline, version)
+        detail = detail_of(pipeline, version)
+        parameter = self.settings.task_id_parameter
+        if detail.version is not None and parameter in {p.code for p in detail.version.parameters}:
+            detail.task_id_parameter = parameter
+        return detail
 
     async def list_pipelines(self, name: str | None) -> list[PipelineSummary]:
         return [summary_of(p) async for p in self.client.pipelines(name)]
@@ -244,7 +248,7 @@ class RunLauncher:
             await self._report(delivery, task.id, TaskStatus.ERRORED, message)
             return
         specs = specs_of(detail.version.parameters)
-        config = self._with_task_id(specs, launch.config, task.id)
+        config = with_task_id(specs, launch.config, task.id, self.settings.task_id_parameter)
         validated = validate_config(specs, config)
         if not validated.ok:
             problems = validated.messages
@@ -289,17 +293,6 @@ class RunLauncher:
             result=_recorded(new), progress=0,
         )  # fmt: skip
         await self._schedule_watch(delivery, task.id, new, datetime.now(UTC), polls=0)
-
-    def _with_task_id(
-        self, specs: list[ParameterSpec], config: dict[str, Any], task_id: str
-    ) -> dict[str, Any]:
-        """The config with the task id where (and only where) the pipeline declares it."""
-        key = self.settings.task_id_parameter
-        declared = next((s for s in specs if s.code == key), None)
-        if declared is None:
-            return config
-        value: Any = int(task_id) if declared.type == "int" and task_id.isdigit() else task_id
-        return {**config, key: value}
 
     async def _find_launched_run(
         self,

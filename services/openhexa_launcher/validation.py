@@ -108,6 +108,18 @@ class _Refused(Exception):
         self.messages = list(messages)
 
 
+def with_task_id(
+    specs: Sequence[ParameterSpec], config: Mapping[str, Any], task_id: str, parameter: str
+) -> dict[str, Any]:
+    """`config` with the task id as `parameter`, where (and only where) the pipeline declares
+    that parameter: what the launcher sends, and so what a launch is validated as."""
+    declared = next((s for s in specs if s.code == parameter), None)
+    if declared is None:
+        return dict(config)
+    value: Any = int(task_id) if declared.type == "int" and task_id.isdigit() else task_id
+    return {**config, parameter: value}
+
+
 def validate_config(specs: Sequence[ParameterSpec], config: Mapping[str, Any]) -> Validated:
     """Validate `config` against the parameters `specs`, in their order (see the module)."""
     remaining = dict(config)

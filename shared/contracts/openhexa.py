@@ -63,6 +63,9 @@ class PipelineDetail(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     type: str | None = None
     # The version asked for (`version_id`), else the current one; None: no version pushed.
     version: PipelineVersion | None = None
+    # The parameter of that version the launcher fills with the task id (its
+    # FERRY_TASK_ID_PARAMETER, when the version declares it): what a launch will carry.
+    task_id_parameter: str | None = None
 
 
 class PipelineList(Contract, kw_only=True):
