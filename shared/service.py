@@ -24,6 +24,7 @@ import asyncio
 import errno
 import inspect
 import logging
+import re
 import sys
 import time
 import uuid
@@ -570,8 +571,31 @@ class Service:
             sys.exit(1)
         except Exception as exc:
             self.log.debug("stopped by an error", exc_info=True)
-            self.log.error(f"stopped: {describe(exc)}")
+            advice = _redeclaration_advice(exc)
+            self.log.error(f"cannot start: {advice}" if advice else f"stopped: {describe(exc)}")
             sys.exit(1)
+
+
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<argument>[^']+)' for (?P<kind>queue|exchange) '(?P<name>[^']+)'"
+)
+
+
+def _redeclaration_advice(exc: BaseException) -> str | None:
+    """What to do when the broker holds a queue or exchange declared with other arguments
+    (by an older Ferry, or by hand): RabbitMQ refuses to change them in place."""
+    match = _INEQUIVALENT.search(str(exc))
+    if match is None:
+        return None
+    kind, name = match["kind"], match["name"]
+    remove = f"rabbitmqctl delete_queue {name}"
+    if kind == "exchange":
+        remove = f"rabbitmqadmin delete exchange name={name}"
+    return (
+        f"the {kind} {name} exists with another {match['argument']!r} than this version"
+        f" declares (made by an older Ferry, or by hand); RabbitMQ cannot change it in place:"
+        f" once it is drained, {remove}, and it is declared afresh at the next start"
+    )
 
 
 def _error_reply(message: RabbitMessage, reason: str) -> RabbitResponse | None:

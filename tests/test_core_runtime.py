@@ -528,6 +528,31 @@ def test_a_wrong_password_is_one_line_at_once(amqp_url: str, namespace: str) -> 
     assert "refused the credentials of user 'guest'" in last["msg"]
 
 
+async def test_a_queue_declared_with_other_arguments_is_one_line_saying_what_to_do(
+    amqp_url: str, namespace: str, cleanup: Cleanup
+) -> None:
+    """An older Ferry (or a hand) left the update queue without this version's arguments:
+    RabbitMQ refuses the declaration, and the operator reads which queue and what to do."""
+    names = Names(namespace)
+    stale = names.queue("task_tracker", "update")
+    cleanup.queues.extend(
+        [names.queue("task_tracker", p) for p in ("submit", "update", "cancel", "get", "list")]
+        + [names.dead_letter_queue("task_tracker")]
+        + [names.parking_queue(s) for s in (30, 300)]
+    )
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(stale, durable=True)  # no dead-lettering, no limits
+    env = {"FERRY_AMQP_URL": amqp_url, "FERRY_NAMESPACE": namespace, "FERRY_HTTP_PORT": "0"}
+    result = await asyncio.to_thread(_run_tracker, env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = msgspec.json.decode(result.stderr.splitlines()[-1])
+    assert last["msg"].startswith(f"cannot start: the queue {stale} exists with another")
+    assert f"rabbitmqctl delete_queue {stale}" in last["msg"]
+
+
 def test_a_port_in_use_is_one_line(amqp_url: str, namespace: str, cleanup: Cleanup) -> None:
     names = Names(namespace)
     cleanup.queues.extend(
