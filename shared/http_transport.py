@@ -73,7 +73,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeout = request.extensions.get("timeout", {})
         try:
             body = request.content
-        except httpx.RequestNotRead:  # a streamed upload: Ferry sends none this large
+        except httpx.RequestNotRead:  # a streamed body (Ferry sends none): read it whole
             body = await request.aread()
         try:
             async with self._opened().request(
@@ -106,7 +106,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 )
         except aiohttp.ClientError as exc:
             raise _translated(exc, request) from exc
-        except TimeoutError as exc:  # the pool's wait, which aiohttp raises bare
+        except TimeoutError as exc:  # a timeout aiohttp did not wrap: its `connect` (the pool)
             raise httpx.PoolTimeout("no connection free in time", request=request) from exc
 
     def _proxy_for(self, url: httpx.URL) -> str | None:
