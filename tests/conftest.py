@@ -10,7 +10,7 @@ import pytest
 
 from shared.service import Service
 from shared.settings import BaseSettings
-from shared.topology import LATER_CLASSES
+from shared.topology import LATER_CLASSES, Names
 from tests.support.broker import delete_namespace, rabbitmq_url
 
 
@@ -42,6 +42,10 @@ def base_settings(amqp_url: str, namespace: str) -> BaseSettings:
     )
 
 
+def exchanges_of(names: Names) -> list[str]:
+    return [names.exchange, names.dead_letter_exchange, names.retry_exchange, names.later_exchange]
+
+
 class Cleanup:
     def __init__(self) -> None:
         self.services: list[Service] = []
@@ -54,20 +58,16 @@ class Cleanup:
         queues.extend(names.parking_queue(d) for d in service.settings.park_delays)
         # Declared on first publish_later only; deleting one that is not there is harmless.
         queues.extend(names.delay_queue(d) for d in LATER_CLASSES)
-        exchanges = [
-            names.exchange,
-            names.dead_letter_exchange,
-            names.retry_exchange,
-            names.later_exchange,
-        ]
-        return queues, exchanges
+        return queues, exchanges_of(names)
 
 
 @pytest.fixture
 async def cleanup(amqp_url: str, namespace: str) -> AsyncIterator[Cleanup]:
     registry = Cleanup()
     yield registry
-    queues, exchanges = list(registry.queues), []
+    # A service run as a process (not registered here) declares these before anything else.
+    exchanges = exchanges_of(Names(namespace))
+    queues = list(registry.queues)
     for service in registry.services:
         q, e = registry.names_of(service)
         queues.extend(q)
