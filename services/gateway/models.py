@@ -25,7 +25,7 @@ import grpc.aio
 from services.gateway.generated.zia.ai.external_integration.v1alpha1 import models_pb2
 from services.gateway.generated.zia.ai.external_nlu.v1alpha1 import service_pb2
 from services.gateway.generated.zia.ai.playbook.data.config.v1alpha1 import config_pb2
-from services.gateway.rpc import RpcError, remaining, request_failed, with_transfer
+from services.gateway.rpc import RpcError, ask, remaining, with_transfer
 from services.gateway.settings import GatewaySettings
 from shared.chunks import (
     ChunkLink,
@@ -92,13 +92,9 @@ async def _ask(
     *,
     ceiling: float = REQUEST_CEILING,
 ) -> R:
-    timeout = remaining(context, ceiling)
-    try:
-        return await service.request(message, reply_type, timeout=timeout)
-    except (RemoteError, NoReply, Unroutable) as exc:
-        raise request_failed(exc, message.ROUTING_KEY) from None
-    except (OSError, TimeoutError) as exc:  # connecting to the broker failed
-        raise RpcError(grpc.StatusCode.UNAVAILABLE, f"RabbitMQ is not reachable: {exc}") from None
+    """`rpc.ask`, with the model service's ceiling: training and classifying take longer
+    than the other services' requests."""
+    return await ask(service, context, message, reply_type, ceiling=ceiling)
 
 
 class ModelsAvailability:
