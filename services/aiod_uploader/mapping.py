@@ -15,12 +15,12 @@ zone, defaults for what was left out): then nothing is written at all.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from shared.contracts.aiod import HubDataset, ParquetFile
+from shared.contracts.base import read_instant
 
 HUB_WEB_URL = "https://huggingface.co"
 DESCRIPTION_LIMIT = 65_535  # characters of `description.plain` AIoD accepts
@@ -102,19 +102,8 @@ def _description(text: str | None) -> Description | None:
 
 
 def _date_published(created_at: str | None) -> str | None:
-    moment = _instant(created_at)
+    moment = read_instant(created_at)
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
-def _instant(text: Any) -> datetime | None:
-    """An ISO 8601 text as an aware UTC datetime (a naive one is read as UTC); None if not."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _license(value: str | list[str] | None) -> str | None:
@@ -158,7 +147,7 @@ def _same(name: str, ours: Any, theirs: Any) -> bool:
     if name == "keyword":
         return isinstance(theirs, list) and sorted(ours) == sorted(map(str, theirs))
     if name == "date_published":
-        return _instant(ours) == _instant(theirs)
+        return read_instant(ours) == read_instant(theirs)
     if name == "distribution":
         return (
             isinstance(theirs, list)

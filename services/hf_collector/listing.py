@@ -42,6 +42,7 @@ from shared.contracts.aiod import (
     SeenChunk,
     seen_queue_name,
 )
+from shared.contracts.base import read_instant
 from shared.contracts.hf import HfDatasetChanged, HfDatasetsCollect
 from shared.contracts.hf_sync import HfDatasetsPage
 from shared.contracts.tasks import TaskGet, TaskGetReply, TaskSubmit, TaskUpdate
@@ -143,11 +144,11 @@ class Lister:
         except HubRunFailure as failure:
             await self._end(body.task_id, str(failure))
             return
-        since = _instant(body.since)
+        since = read_instant(body.since)
         ended = page.next_url is None
         chosen: dict[str, HubItem] = {}
         for item in page.items:
-            modified = _instant(item.last_modified)
+            modified = read_instant(item.last_modified)
             if since is not None and modified is not None and modified < since:
                 ended = True  # sorted newest first: everything after is older still
                 break
@@ -355,16 +356,6 @@ def _prune_problem(body: HfDatasetsCollect) -> str | None:
             " the selection would be removed)"
         )
     return None
-
-
-def _instant(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _now() -> datetime:

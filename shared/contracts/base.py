@@ -22,6 +22,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def read_instant(text: object) -> datetime | None:
+    """An ISO 8601 instant carried as text (the Hub's `createdAt` and `lastModified`, a
+    `since` value, AIoD's dates) as an aware UTC datetime, a naive one read as UTC; None
+    when it is absent or does not read as one."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 class UnsupportedVersion(ValueError):
     """The message is of a newer contract version than this code understands."""
 
