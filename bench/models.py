@@ -36,7 +36,6 @@ import uuid
 from dataclasses import fields
 from pathlib import Path
 
-import aio_pika
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +58,9 @@ from shared.contracts.models import (
 )
 from shared.contracts.tasks import TaskGet, TaskGetReply
 from shared.messaging import Requester
-from shared.service import Service
 from shared.settings import BaseSettings
 from shared.topology import Names
+from tests.support.broker import delete_declared
 
 NS, INTEGRATION = "bench", "intents"
 BATCH = 100
@@ -98,23 +97,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-async def delete_namespace(url: str, services: list[Service]) -> None:
-    """Remove the queues and exchanges this run declared on the shared broker."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        for service in services:
-            names = service.names
-            for spec in service.queues:
-                if spec.kind != "broadcast":  # those went with their connection
-                    await channel.queue_delete(names.queue(spec.service, spec.purpose))
-            await channel.queue_delete(names.dead_letter_queue(service.name))
-            for seconds in service.settings.park_delays:
-                await channel.queue_delete(names.parking_queue(seconds))
-        for exchange in (names.exchange, names.dead_letter_exchange, names.retry_exchange):
-            await channel.exchange_delete(exchange)
 
 
 def baseline(
@@ -278,7 +260,7 @@ async def run(rounds: int, runtime: str) -> None:
         worker.terminate()
         worker.wait(30)
         await tracker.service.app.stop()
-        await delete_namespace(amqp_url, [tracker.service, NluModels(settings).service])
+        await delete_declared(amqp_url, [tracker.service, NluModels(settings).service])
         shutil.rmtree(workdir, ignore_errors=True)
 
     ours = {

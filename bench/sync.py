@@ -353,7 +353,7 @@ def main() -> int:
             aiod_client_secret=CLIENT_SECRET,
             upload_concurrency=args.upload_concurrency,
         )
-        built = [collector, uploader]
+        built = [tracker, collector, uploader]
         services: list[Process] = []
         plan = [("task_tracker", tracker, 1), ("hf_collector", collector, args.collectors),
                 ("aiod_uploader", uploader, args.uploaders)]  # fmt: skip
@@ -386,43 +386,25 @@ def main() -> int:
         fleet.stop()
         if built:
             with contextlib.suppress(Exception):
-                asyncio.run(_delete_namespace(base, built, task_id))
+                _delete_namespace(base, built, task_id)
 
 
-async def _delete_namespace(base: BaseSettings, settings: list[BaseSettings], task_id: str) -> None:
+def _delete_namespace(base: BaseSettings, built: list[BaseSettings], task_id: str) -> None:
     """Remove the run's queues and exchanges, named the way the services name them."""
-    import aio_pika
-
     from services.aiod_uploader.app import build as build_uploader
     from services.hf_collector.app import build as build_collector
+    from services.task_tracker.app import TaskTracker
     from shared.contracts.aiod import seen_queue_name
-    from shared.topology import LATER_CLASSES
+    from tests.support.broker import delete_declared
 
-    names = Names(base.namespace)
-    queues = {names(seen_queue_name(task_id)), names.queue("task_tracker", "update"),
-              names.queue("task_tracker", "submit"), names.queue("task_tracker", "cancel"),
-              names.queue("task_tracker", "get"), names.queue("task_tracker", "list"),
-              names.dead_letter_queue("task_tracker")}  # fmt: skip
-    for service in (
-        build_collector(settings[0]).service,  # type: ignore[arg-type]
-        build_uploader(settings[1]).service,  # type: ignore[arg-type]
-    ):
-        queues.update(names.queue(q.service, q.purpose) for q in service.queues)
-        queues.add(names.dead_letter_queue(service.name))
-    queues.update(names.parking_queue(d) for d in base.park_delays)
-    queues.update(names.delay_queue(d) for d in LATER_CLASSES)
-    exchanges = [names.exchange, names.dead_letter_exchange, names.retry_exchange,
-                 names.later_exchange]  # fmt: skip
-    connection = await aio_pika.connect(base.amqp_url)
-    async with connection:
-        for kind, items in (("queue", sorted(queues)), ("exchange", exchanges)):
-            for name in items:
-                channel = await connection.channel()
-                delete = channel.queue_delete if kind == "queue" else channel.exchange_delete
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(delete(name), 15)
-                if not channel.is_closed:
-                    await channel.close()
+    tracker, collector, uploader = built
+    services = [
+        TaskTracker(tracker).service,  # type: ignore[arg-type]
+        build_collector(collector).service,  # type: ignore[arg-type]
+        build_uploader(uploader).service,  # type: ignore[arg-type]
+    ]
+    seen = Names(base.namespace)(seen_queue_name(task_id))
+    asyncio.run(delete_declared(base.amqp_url, services, [seen]))
 
 
 if __name__ == "__main__":

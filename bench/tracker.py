@@ -386,17 +386,9 @@ async def tracker_process(settings: TrackerSettings) -> AsyncIterator[None]:
 
 
 async def _delete_namespace(url: str, tracker: TaskTracker) -> None:
-    names = tracker.service.names
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        for spec in tracker.service.queues:
-            await channel.queue_delete(names.queue(spec.service, spec.purpose))
-        await channel.queue_delete(names.dead_letter_queue("task_tracker"))
-        for seconds in tracker.settings.park_delays:
-            await channel.queue_delete(names.parking_queue(seconds))
-        for exchange in (names.exchange, names.dead_letter_exchange, names.retry_exchange):
-            await channel.exchange_delete(exchange)
+    from tests.support.broker import delete_declared
+
+    await delete_declared(url, [tracker.service])
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from shared.messaging import JSON, Requester, make_broker, publish
 from shared.redaction import redact_text
 from shared.retry import BudgetSpent, RetryPolicy, classify, describe
 from shared.settings import BaseSettings
-from shared.topology import DELAY_HEADER, Topology, WorkQueue, delay_label
+from shared.topology import DELAY_HEADER, LATER_CLASSES, Topology, WorkQueue, delay_label
 
 C = TypeVar("C", bound=Contract)
 R = TypeVar("R", bound=Contract)
@@ -122,6 +122,16 @@ class Service:
         self.app.on_startup(self._declare_topology)
         self.app.after_startup(self._start_side_services)
         self.app.after_shutdown(self._stop_side_services)
+
+    def declared_names(self) -> tuple[list[str], list[str]]:
+        """The queues and exchanges this service declares (or may, on a first scheduled
+        message) on the broker: what to delete to remove it from a namespace."""
+        names = self.names
+        queues = [names.queue(spec.service, spec.purpose) for spec in self.queues]
+        queues.append(names.dead_letter_queue(self.name))
+        queues.extend(names.parking_queue(seconds) for seconds in self.settings.park_delays)
+        queues.extend(names.delay_queue(seconds) for seconds in LATER_CLASSES)
+        return queues, names.exchanges
 
     # -- declaring handlers -------------------------------------------------------------
 

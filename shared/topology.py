@@ -90,6 +90,11 @@ class Names:
     def later_exchange(self) -> str:
         return self("ferry.later")
 
+    @property
+    def exchanges(self) -> list[str]:
+        """Every exchange of the namespace."""
+        return [self.exchange, self.dead_letter_exchange, self.retry_exchange, self.later_exchange]
+
     def delay_queue(self, seconds: float) -> str:
         return self(f"ferry.later.{delay_label(seconds)}")
 

@@ -10,8 +10,8 @@ import pytest
 
 from shared.service import Service
 from shared.settings import BaseSettings
-from shared.topology import LATER_CLASSES, Names
-from tests.support.broker import delete_namespace, rabbitmq_url
+from shared.topology import Names
+from tests.support.broker import delete_declared, rabbitmq_url
 
 
 @pytest.fixture(scope="session")
@@ -42,23 +42,10 @@ def base_settings(amqp_url: str, namespace: str) -> BaseSettings:
     )
 
 
-def exchanges_of(names: Names) -> list[str]:
-    return [names.exchange, names.dead_letter_exchange, names.retry_exchange, names.later_exchange]
-
-
 class Cleanup:
     def __init__(self) -> None:
         self.services: list[Service] = []
         self.queues: list[str] = []
-
-    def names_of(self, service: Service) -> tuple[list[str], list[str]]:
-        names = service.names
-        queues = [names.queue(q.service, q.purpose) for q in service.queues]
-        queues.append(names.dead_letter_queue(service.name))
-        queues.extend(names.parking_queue(d) for d in service.settings.park_delays)
-        # Declared on first publish_later only; deleting one that is not there is harmless.
-        queues.extend(names.delay_queue(d) for d in LATER_CLASSES)
-        return queues, exchanges_of(names)
 
 
 @pytest.fixture
@@ -66,13 +53,7 @@ async def cleanup(amqp_url: str, namespace: str) -> AsyncIterator[Cleanup]:
     registry = Cleanup()
     yield registry
     # A service run as a process (not registered here) declares these before anything else.
-    exchanges = exchanges_of(Names(namespace))
-    queues = list(registry.queues)
-    for service in registry.services:
-        q, e = registry.names_of(service)
-        queues.extend(q)
-        exchanges.extend(e)
-    await delete_namespace(amqp_url, sorted(set(queues)), sorted(set(exchanges)))
+    await delete_declared(amqp_url, registry.services, registry.queues, Names(namespace).exchanges)
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import aio_pika
+
+from shared.service import Service
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -52,3 +54,19 @@ async def delete_namespace(url: str, queues: list[str], exchanges: list[str]) ->
                     await asyncio.wait_for(delete(name), 15)
                 if not channel.is_closed:
                     await channel.close()
+
+
+async def delete_declared(
+    url: str,
+    services: Iterable[Service],
+    queues: Iterable[str] = (),
+    exchanges: Iterable[str] = (),
+) -> None:
+    """Remove what `services` declare (`Service.declared_names`), and `queues` and
+    `exchanges` besides: a test's or a benchmark's clean-up."""
+    all_queues, all_exchanges = set(queues), set(exchanges)
+    for service in services:
+        declared_queues, declared_exchanges = service.declared_names()
+        all_queues.update(declared_queues)
+        all_exchanges.update(declared_exchanges)
+    await delete_namespace(url, sorted(all_queues), sorted(all_exchanges))
