@@ -49,6 +49,25 @@ class StagedFile:
     handle: BinaryIO
 
 
+@contextlib.contextmanager
+def opened_regular(directory_fd: int, name: str, what: str) -> Iterator[BinaryIO | None]:
+    """The regular file `name` of the directory, open for reading and never through a
+    link; None when there is no such file. `what` names it in the refusals."""
+    try:
+        raw = os.open(name, _READ_FLAGS, dir_fd=directory_fd)
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(f"{what} is a symbolic link; refused") from None
+        raise
+    with os.fdopen(raw, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise UnsafePath(f"{what} is not a regular file")
+        yield handle
+
+
 class ConfinedDirectory:
     """Files named by checked ids, below one data directory, never outside it."""
 
@@ -136,18 +155,8 @@ class ConfinedDirectory:
         with self.directory(path, create=False) as fd:
             if fd is None:
                 return None
-            try:
-                raw = os.open(name, _READ_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise UnsafePath(f"{name!r} is a symbolic link; refused") from None
-                raise
-            with os.fdopen(raw, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise UnsafePath(f"{name!r} is not a regular file")
-                return handle.read()
+            with opened_regular(fd, name, repr(name)) as handle:
+                return None if handle is None else handle.read()
 
     def write(self, path: tuple[str, ...], name: str, data: bytes) -> None:
         """Put `data` in place of file `name`, atomically."""

@@ -15,7 +15,6 @@ the new one, never half of one. A crash leaves at most a staging file, removed a
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 import uuid
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.confined import ConfinedDirectory, UnsafePath
+from shared.confined import ConfinedDirectory, opened_regular
 from shared.contracts.workspaces import check_id
 from shared.faults import AlreadyExists, NotFound
 
@@ -147,17 +146,9 @@ class WorkspaceFiles:
         with self._integration_dir(key.namespace, key.integration_id, create=False) as fd:
             if fd is None:
                 raise NotFound(f"no workspace {key}")
-            try:
-                raw = os.open(key.file_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                raise NotFound(f"no workspace {key}") from None
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise UnsafePath(f"workspace {key} is a symbolic link; refused") from None
-                raise
-            with os.fdopen(raw, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise UnsafePath(f"workspace {key} is not a regular file")
+            with opened_regular(fd, key.file_name, f"workspace {key}") as handle:
+                if handle is None:
+                    raise NotFound(f"no workspace {key}")
                 yield handle
 
     # -- writing -------------------------------------------------------------------------
