@@ -263,6 +263,10 @@ async def hub_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 async def _as_hub_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
+    except Refused as refused:  # a handler's check said no
+        return refused.response
+    except BadRequest as exc:
+        return hub_error(400, str(exc))
     except web.HTTPException as exc:  # the router's own 404 / 405
         return hub_error(exc.status, exc.reason)
     return response
@@ -336,7 +340,15 @@ def _field(dataset: HubDataset, name: str, seed: int, blobs: bool) -> Any:
 
 
 class BadRequest(Exception):
-    pass
+    """The request does not read: the Hub answers 400 with this message."""
+
+
+class Refused(Exception):
+    """A check a handler makes said no: `response` is the Hub's answer."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 def _flag(value: str | None) -> bool:
@@ -378,10 +390,7 @@ async def list_datasets(request: web.Request) -> web.Response:
     state = request.app[HUB]
     caller = state.caller(request)
     assert caller is not None  # the middleware answered 401 already
-    try:
-        listing, fields, limit = _listing_request(request, state)
-    except BadRequest as exc:
-        return hub_error(400, str(exc))
+    listing, fields, limit = _listing_request(request, state)
     after = None
     cursor = request.query.get("cursor")
     if cursor is not None:
@@ -399,17 +408,17 @@ async def list_datasets(request: web.Request) -> web.Response:
     return response
 
 
-def _visible(state: HubState, caller: Caller, repo_id: str) -> HubDataset | web.Response:
-    """The dataset this caller may see, or the error the Hub answers instead."""
+def _visible(state: HubState, caller: Caller, repo_id: str) -> HubDataset:
+    """The dataset this caller may see; `Refused` with the Hub's answer otherwise."""
     dataset = state.catalogue.get(repo_id)
     if dataset is None:
-        return hub_error(404, REPO_NOT_FOUND, "RepoNotFound")
+        raise Refused(hub_error(404, REPO_NOT_FOUND, "RepoNotFound"))
     if dataset.private and dataset.author not in caller.namespaces:
         # Anonymous callers get 401 (they might see it once logged in); others 404.
         status = 401 if caller.user is None else 404
-        return hub_error(status, REPO_NOT_FOUND, "RepoNotFound")
+        raise Refused(hub_error(status, REPO_NOT_FOUND, "RepoNotFound"))
     if dataset.disabled:
-        return hub_error(403, DISABLED)
+        raise Refused(hub_error(403, DISABLED))
     return dataset
 
 
@@ -419,8 +428,6 @@ async def dataset_info(request: web.Request) -> web.Response:
     assert caller is not None
     repo_id = f"{request.match_info['ns']}/{request.match_info['name']}"
     found = _visible(state, caller, repo_id)
-    if isinstance(found, web.Response):
-        return found
     revision = request.match_info.get("revision")
     if revision is not None and revision not in ("main", found.sha):
         return hub_error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
@@ -520,23 +527,19 @@ def _private_of(visibility: str | None, private: bool | None) -> bool | None:
     return private
 
 
-def _signed_in(request: web.Request) -> Caller | web.Response:
+def _signed_in(request: web.Request) -> Caller:
+    """The signed-in caller; `Refused` (401) for an anonymous one."""
     caller = request.app[HUB].caller(request)
     if caller is None or caller.user is None:
-        return hub_error(401, NOT_LOGGED_IN)
+        raise Refused(hub_error(401, NOT_LOGGED_IN))
     return caller
 
 
 async def create_repo(request: web.Request) -> web.Response:
     state = request.app[HUB]
     caller = _signed_in(request)
-    if isinstance(caller, web.Response):
-        return caller
-    try:
-        body: RepoRequest = await _body(request, RepoRequest)
-        private = _private_of(body.visibility, body.private) or False
-    except BadRequest as exc:
-        return hub_error(400, str(exc))
+    body: RepoRequest = await _body(request, RepoRequest)
+    private = _private_of(body.visibility, body.private) or False
     repo_type = body.type or "model"
     if repo_type not in REPO_TYPES.values():
         return hub_error(400, f"Invalid repo type: {repo_type}")
@@ -571,17 +574,10 @@ async def create_repo(request: web.Request) -> web.Response:
 async def delete_repo(request: web.Request) -> web.Response:
     state = request.app[HUB]
     caller = _signed_in(request)
-    if isinstance(caller, web.Response):
-        return caller
-    try:
-        body: RepoRequest = await _body(request, RepoRequest)
-    except BadRequest as exc:
-        return hub_error(400, str(exc))
+    body: RepoRequest = await _body(request, RepoRequest)
     repo_type = body.type or "model"
     repo_id = f"{body.organization or caller.user}/{body.name}"
-    found = _owned(state, caller, repo_type, repo_id)
-    if isinstance(found, web.Response):
-        return found
+    _check_owned(state, caller, repo_type, repo_id)
     if repo_type == "dataset":
         state.catalogue.delete(repo_id)
     else:
@@ -589,35 +585,24 @@ async def delete_repo(request: web.Request) -> web.Response:
     return json_response({})
 
 
-def _owned(state: HubState, caller: Caller, repo_type: str, repo_id: str) -> bool | web.Response:
-    """True if the repo exists and the caller may change it, else the Hub's error."""
-    catalogue = state.catalogue
+def _check_owned(state: HubState, caller: Caller, repo_type: str, repo_id: str) -> None:
+    """The repo exists and the caller may change it; `Refused` with the Hub's error if not."""
     if repo_type == "dataset":
-        found = _visible(state, caller, repo_id)
-        if isinstance(found, web.Response):
-            return found
-    elif (repo_type, repo_id) not in catalogue.other_repos:
-        return hub_error(404, REPO_NOT_FOUND, "RepoNotFound")
+        _visible(state, caller, repo_id)
+    elif (repo_type, repo_id) not in state.catalogue.other_repos:
+        raise Refused(hub_error(404, REPO_NOT_FOUND, "RepoNotFound"))
     if repo_id.split("/", 1)[0] not in caller.namespaces:
-        return hub_error(403, "You don't have the rights to change this repo")
-    return True
+        raise Refused(hub_error(403, "You don't have the rights to change this repo"))
 
 
 async def update_settings(request: web.Request) -> web.Response:
     state = request.app[HUB]
     caller = _signed_in(request)
-    if isinstance(caller, web.Response):
-        return caller
     repo_type = REPO_TYPES[request.match_info["type"]]
     repo_id = f"{request.match_info['ns']}/{request.match_info['name']}"
-    found = _owned(state, caller, repo_type, repo_id)
-    if isinstance(found, web.Response):
-        return found
-    try:
-        body: SettingsRequest = await _body(request, SettingsRequest)
-        private = _private_of(body.visibility, body.private)
-    except BadRequest as exc:
-        return hub_error(400, str(exc))
+    _check_owned(state, caller, repo_type, repo_id)
+    body: SettingsRequest = await _body(request, SettingsRequest)
+    private = _private_of(body.visibility, body.private)
     if body.gated not in (None, False, "auto", "manual"):
         return hub_error(400, f"Invalid gated value: {body.gated}")
     if repo_type != "dataset":
@@ -638,18 +623,11 @@ async def update_settings(request: web.Request) -> web.Response:
 async def move_repo(request: web.Request) -> web.Response:
     state = request.app[HUB]
     caller = _signed_in(request)
-    if isinstance(caller, web.Response):
-        return caller
-    try:
-        body: MoveRequest = await _body(request, MoveRequest)
-    except BadRequest as exc:
-        return hub_error(400, str(exc))
+    body: MoveRequest = await _body(request, MoveRequest)
     repo_type = body.type or "model"
     if repo_type != "dataset":
         return hub_error(400, "The sandbox moves dataset repos only")
-    found = _owned(state, caller, repo_type, body.fromRepo)
-    if isinstance(found, web.Response):
-        return found
+    _check_owned(state, caller, repo_type, body.fromRepo)
     namespace, _, name = body.toRepo.partition("/")
     if not REPO_NAME.match(name):
         return hub_error(400, f"Invalid repo name: {body.toRepo}")
