@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -12,11 +13,18 @@ import aiormq
 from faststream.rabbit import RabbitBroker
 
 from services.cli.errors import CliError
-from shared.messaging import Requester, make_broker
+from shared.contracts.base import Contract
+from shared.messaging import NoReply, RemoteError, Requester, Unroutable, make_broker
 from shared.settings import BaseSettings
 from shared.topology import Names
 
 CONNECT_TIMEOUT = 5.0
+
+R = TypeVar("R", bound=Contract)
+
+
+class Answered(CliError):
+    """The service that owns the request answered with an error (its own words)."""
 
 
 def where(settings: BaseSettings) -> str:
@@ -80,3 +88,25 @@ async def requester(settings: BaseSettings) -> AsyncIterator[Requester]:
         raise missing_exchange(names) from None
     finally:
         await client.close()
+
+
+async def ask(
+    client: Requester,
+    message: Contract,
+    reply_type: type[R],
+    *,
+    owner: str,
+    timeout: float,  # noqa: ASYNC109 - the request's own deadline, handed to it
+) -> R:
+    """One request/reply for a command. Nobody bound to the key, no reply in time, and an
+    error reply (`Answered`) each end as one line; the first two name `owner`."""
+    try:
+        return await client.request(message, reply_type, timeout=timeout)
+    except Unroutable:
+        raise CliError(
+            f"no queue is bound to {message.ROUTING_KEY} (is the {owner} running?)"
+        ) from None
+    except NoReply as exc:
+        raise CliError(f"{exc} (is the {owner} running?)") from None
+    except RemoteError as exc:
+        raise Answered(str(exc)) from None

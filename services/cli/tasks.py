@@ -33,7 +33,7 @@ from shared.contracts import (
     TaskView,
 )
 from shared.contracts.tasks import StatusInput
-from shared.messaging import NoReply, RemoteError, Requester, Unroutable
+from shared.messaging import Requester
 from shared.settings import BaseSettings
 from shared.task_events import NoTaskExchange, follow_task
 from shared.topology import Names
@@ -142,14 +142,10 @@ async def ask(client: Requester, message: Contract, reply_type: type[R]) -> R:
     """One request/reply; an error reply becomes a `CliError` (`no such task: ID` when
     the tracker does not know the task asked for)."""
     try:
-        reply = await client.request(message, reply_type, timeout=REQUEST_TIMEOUT)
-    except Unroutable:
-        raise CliError(
-            f"no queue is bound to {message.ROUTING_KEY} (is the task_tracker running?)"
-        ) from None
-    except NoReply as exc:
-        raise CliError(f"{exc} (is the task_tracker running?)") from None
-    except RemoteError as exc:
+        reply = await connection.ask(
+            client, message, reply_type, owner="task_tracker", timeout=REQUEST_TIMEOUT
+        )
+    except connection.Answered as exc:
         raise answered_error(message, str(exc)) from None
     error = getattr(reply, "error", None)
     if error:  # a Requester that does not raise RemoteError itself

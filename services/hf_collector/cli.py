@@ -17,7 +17,6 @@ import uuid
 from typing import Any, TypeVar
 
 from services.cli import connection, publishing
-from services.cli.errors import CliError
 from services.cli.tasks import get_task, watch
 from shared.contracts.base import Contract, Reply
 from shared.contracts.hf import (
@@ -32,7 +31,6 @@ from shared.contracts.hf import (
     HfWhoamiReply,
 )
 from shared.contracts.tasks import TaskSubmit
-from shared.messaging import NoReply, RemoteError, Unroutable
 from shared.settings import BaseSettings
 
 R = TypeVar("R", bound=Reply)
@@ -200,13 +198,6 @@ def run_visibility(settings: BaseSettings, args: argparse.Namespace) -> int:
 
 async def ask(settings: BaseSettings, message: Contract, reply_type: type[R]) -> R:
     async with connection.requester(settings) as client:
-        try:
-            return await client.request(message, reply_type, timeout=REPO_REQUEST_TIMEOUT)
-        except Unroutable:
-            raise CliError(
-                f"no queue is bound to {message.ROUTING_KEY} (is the hf_collector running?)"
-            ) from None
-        except NoReply as exc:
-            raise CliError(f"{exc} (is the hf_collector running?)") from None
-        except RemoteError as exc:
-            raise CliError(str(exc)) from None
+        return await connection.ask(
+            client, message, reply_type, owner="hf_collector", timeout=REPO_REQUEST_TIMEOUT
+        )

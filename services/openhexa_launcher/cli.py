@@ -22,7 +22,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -30,6 +30,7 @@ from services.cli import connection
 from services.cli.errors import CliError, UsageError
 from services.openhexa_launcher.runs import specs_of
 from services.openhexa_launcher.validation import check_specs, validate_config, with_task_id
+from shared.contracts.base import Contract
 from shared.contracts.openhexa import (
     PipelineDetail,
     PipelineGet,
@@ -40,9 +41,11 @@ from shared.contracts.openhexa import (
     RunLaunch,
 )
 from shared.contracts.tasks import DrivingCommand, TaskSubmit
-from shared.messaging import NoReply, RemoteError, Requester, Unroutable, publish
+from shared.messaging import Requester, Unroutable, publish
 from shared.settings import BaseSettings
 from shared.topology import Names
+
+R = TypeVar("R", bound=Contract)
 
 REQUEST_TIMEOUT = 30.0  # listing every page of a large workspace takes a while
 EXIT_INVALID = 1
@@ -130,17 +133,10 @@ def read_json(path: str, option: str) -> Any:
 # -- list / show -------------------------------------------------------------------------
 
 
-async def ask(client: Requester, message: Any, reply_type: Any) -> Any:
-    try:
-        return await client.request(message, reply_type, timeout=REQUEST_TIMEOUT)
-    except Unroutable:
-        raise CliError(
-            f"no queue is bound to {message.ROUTING_KEY} (is the openhexa_launcher running?)"
-        ) from None
-    except NoReply as exc:
-        raise CliError(f"{exc} (is the openhexa_launcher running?)") from None
-    except RemoteError as exc:
-        raise CliError(str(exc)) from None
+async def ask(client: Requester, message: Contract, reply_type: type[R]) -> R:
+    return await connection.ask(
+        client, message, reply_type, owner="openhexa_launcher", timeout=REQUEST_TIMEOUT
+    )
 
 
 def run_list(settings: BaseSettings, args: argparse.Namespace) -> int:
