@@ -102,6 +102,9 @@ class Names:
         return self(f"ferry.{service}.{purpose}.{instance}")
 
 
+REQUEST_TTL_MS = 60_000  # longer than any asker waits (FERRY_REQUEST_TIMEOUT, RPC deadlines)
+
+
 @dataclass(frozen=True)
 class WorkQueue:
     """One consumer group of a service, bound to one routing key: a quorum queue for
@@ -116,6 +119,21 @@ class WorkQueue:
     # Request/reply queues drop stale requests: nobody waits for their answers any more.
     message_ttl_ms: int | None = None
     extra_arguments: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def request(
+        cls, service: str, purpose: str, routing_key: str, *, prefetch: int | None = None
+    ) -> WorkQueue:
+        """A request/reply queue: a request older than `REQUEST_TTL_MS` is dropped, as its
+        asker has given up waiting for the answer."""
+        return cls(
+            service,
+            purpose,
+            routing_key,
+            kind="request",
+            prefetch=prefetch,
+            message_ttl_ms=REQUEST_TTL_MS,
+        )
 
 
 def dead_letter_queue_arguments(broker_major: int) -> dict[str, Any]:

@@ -42,11 +42,12 @@ SERVICE = "hf_collector"
 COLLECT = WorkQueue(SERVICE, "collect", HfDatasetsCollect.ROUTING_KEY, prefetch=4)
 PAGE = WorkQueue(SERVICE, "page", HfDatasetsPage.ROUTING_KEY, prefetch=2)
 CHANGED = WorkQueue(SERVICE, "changed", HfDatasetChanged.ROUTING_KEY, prefetch=16)
-_REQUEST = {"kind": "request", "message_ttl_ms": 60_000, "prefetch": 8}
-WHOAMI = WorkQueue(SERVICE, "repos-whoami", HfWhoami.ROUTING_KEY, **_REQUEST)  # type: ignore[arg-type]
-CREATE = WorkQueue(SERVICE, "repos-create", HfRepoCreate.ROUTING_KEY, **_REQUEST)  # type: ignore[arg-type]
-DELETE = WorkQueue(SERVICE, "repos-delete", HfRepoDelete.ROUTING_KEY, **_REQUEST)  # type: ignore[arg-type]
-VISIBILITY = WorkQueue(SERVICE, "repos-visibility", HfRepoVisibility.ROUTING_KEY, **_REQUEST)  # type: ignore[arg-type]
+WHOAMI = WorkQueue.request(SERVICE, "repos-whoami", HfWhoami.ROUTING_KEY, prefetch=8)
+CREATE = WorkQueue.request(SERVICE, "repos-create", HfRepoCreate.ROUTING_KEY, prefetch=8)
+DELETE = WorkQueue.request(SERVICE, "repos-delete", HfRepoDelete.ROUTING_KEY, prefetch=8)
+VISIBILITY = WorkQueue.request(
+    SERVICE, "repos-visibility", HfRepoVisibility.ROUTING_KEY, prefetch=8
+)
 
 
 @dataclass

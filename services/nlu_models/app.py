@@ -80,7 +80,6 @@ from shared.topology import WorkQueue
 
 SERVICE = "nlu_models"
 TASK_KIND = "nlu_models.train"
-REQUEST_TTL_MS = 60_000
 MAX_TRAINING_BYTES = 1024 * 1024 * 1024  # inflated HumanFirst JSON; a bigger one is refused
 PROGRESS_INTERVAL = 0.5  # seconds between two progress reports, at least
 PROGRESS_TIMEOUT = 30.0  # seconds a progress report may take to be confirmed
@@ -174,14 +173,7 @@ class NluModels:
         service = self.service
 
         def request(purpose: str, contract: type[Contract], prefetch: int = 8) -> WorkQueue:
-            return WorkQueue(
-                SERVICE,
-                purpose,
-                contract.ROUTING_KEY,
-                kind="request",
-                message_ttl_ms=REQUEST_TTL_MS,
-                prefetch=prefetch,
-            )
+            return WorkQueue.request(SERVICE, purpose, contract.ROUTING_KEY, prefetch=prefetch)
 
         service.handles(request("capabilities", ModelCapabilities), ModelCapabilities)(
             self.capabilities

@@ -29,12 +29,8 @@ from shared.service import Service
 from shared.topology import WorkQueue
 
 SERVICE = "openhexa_launcher"
-LIST = WorkQueue(
-    SERVICE, "pipelines-list", PipelineList.ROUTING_KEY, kind="request", message_ttl_ms=60_000
-)
-GET = WorkQueue(
-    SERVICE, "pipelines-get", PipelineGet.ROUTING_KEY, kind="request", message_ttl_ms=60_000
-)
+LIST = WorkQueue.request(SERVICE, "pipelines-list", PipelineList.ROUTING_KEY)
+GET = WorkQueue.request(SERVICE, "pipelines-get", PipelineGet.ROUTING_KEY)
 LAUNCH = WorkQueue(SERVICE, "launch", RunLaunch.ROUTING_KEY)
 WATCH = WorkQueue(SERVICE, "watch", RunWatch.ROUTING_KEY)
 CANCELLED = WorkQueue(SERVICE, "cancelled", TaskCancelled.ROUTING_KEY, kind="broadcast")

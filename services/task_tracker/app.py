@@ -58,8 +58,8 @@ SERVICE = "task_tracker"
 SUBMIT = WorkQueue(SERVICE, "submit", TaskSubmit.ROUTING_KEY)
 UPDATE = WorkQueue(SERVICE, "update", TaskUpdate.ROUTING_KEY)
 CANCEL = WorkQueue(SERVICE, "cancel", TaskCancel.ROUTING_KEY)
-GET = WorkQueue(SERVICE, "get", TaskGet.ROUTING_KEY, message_ttl_ms=60_000, kind="request")
-LIST = WorkQueue(SERVICE, "list", TaskList.ROUTING_KEY, message_ttl_ms=60_000, kind="request")
+GET = WorkQueue.request(SERVICE, "get", TaskGet.ROUTING_KEY)
+LIST = WorkQueue.request(SERVICE, "list", TaskList.ROUTING_KEY)
 COMMAND_QUEUES = (SUBMIT, UPDATE, CANCEL)
 # Held exclusively by the one SQLite tracker of a namespace (see `_refuse_a_second_sqlite`).
 SQLITE_LOCK = "sqlite-lock"

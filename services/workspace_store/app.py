@@ -56,7 +56,6 @@ from shared.service import Service
 from shared.topology import WorkQueue
 
 SERVICE = "workspace_store"
-REQUEST_TTL_MS = 60_000
 INFLATE_STEP = 1024 * 1024  # bytes of output per decompression step (bounds a gzip bomb)
 
 
@@ -140,14 +139,7 @@ class WorkspaceStore:
         service = self.service
 
         def queue(purpose: str, routing_key: str, prefetch: int | None = None) -> WorkQueue:
-            return WorkQueue(
-                SERVICE,
-                purpose,
-                routing_key,
-                kind="request",
-                message_ttl_ms=REQUEST_TTL_MS,
-                prefetch=prefetch,
-            )
+            return WorkQueue.request(SERVICE, purpose, routing_key, prefetch=prefetch)
 
         transfers = self.settings.max_transfers
         service.handles(queue("list", WorkspaceList.ROUTING_KEY), WorkspaceList)(
