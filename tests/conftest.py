@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -46,6 +47,17 @@ class Cleanup:
     def __init__(self) -> None:
         self.services: list[Service] = []
         self.queues: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def running(self, service: Service) -> AsyncIterator[None]:
+        """`service` started for the block and stopped after it; what it declared is
+        deleted when the test ends."""
+        self.services.append(service)
+        await service.app.start()
+        try:
+            yield
+        finally:
+            await service.app.stop()
 
 
 @pytest.fixture

@@ -74,12 +74,8 @@ async def tracker(
     base_settings: BaseSettings, cleanup: Cleanup, tmp_path: Path
 ) -> AsyncIterator[TaskTracker]:
     tracker = TaskTracker(tracker_settings(base_settings, tmp_path))
-    cleanup.services.append(tracker.service)
-    await tracker.service.app.start()
-    try:
+    async with cleanup.running(tracker.service):
         yield tracker
-    finally:
-        await tracker.service.app.stop()
 
 
 # -- publish ---------------------------------------------------------------------------

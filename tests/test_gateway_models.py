@@ -90,12 +90,8 @@ def serve_models(gateway: Gateway) -> ModelsAvailability:
 async def running_gateway(settings: GatewaySettings, cleanup: Cleanup) -> AsyncIterator[Gateway]:
     gateway = Gateway(settings)
     serve_models(gateway)
-    cleanup.services.append(gateway.service)
-    await gateway.service.app.start()
-    try:
+    async with cleanup.running(gateway.service):
         yield gateway
-    finally:
-        await gateway.service.app.stop()
 
 
 @contextlib.asynccontextmanager
@@ -103,12 +99,10 @@ async def running_models(
     settings: ModelSettings, encoder: SentenceEncoder, cleanup: Cleanup
 ) -> AsyncIterator[NluModels]:
     models = NluModels(settings, encoder=encoder)
-    cleanup.services.append(models.service)
-    await models.service.app.start()
     try:
-        yield models
+        async with cleanup.running(models.service):
+            yield models
     finally:
-        await models.service.app.stop()
         models.close()
 
 
@@ -156,12 +150,8 @@ async def tracker(
     base_settings: BaseSettings, tmp_path: Path, cleanup: Cleanup
 ) -> AsyncIterator[TaskTracker]:
     tracker = TaskTracker(tracker_settings(base_settings, "sqlite", tmp_path))
-    cleanup.services.append(tracker.service)
-    await tracker.service.app.start()
-    try:
+    async with cleanup.running(tracker.service):
         yield tracker
-    finally:
-        await tracker.service.app.stop()
 
 
 @pytest.fixture

@@ -137,12 +137,10 @@ async def running_models(
     settings: ModelSettings, encoder: SentenceEncoder, cleanup: Cleanup
 ) -> AsyncIterator[NluModels]:
     models = NluModels(settings, encoder=encoder)
-    cleanup.services.append(models.service)
-    await models.service.app.start()
     try:
-        yield models
+        async with cleanup.running(models.service):
+            yield models
     finally:
-        await models.service.app.stop()
         models.close()
 
 
@@ -151,12 +149,8 @@ async def tracker(
     base_settings: BaseSettings, tmp_path: Path, cleanup: Cleanup
 ) -> AsyncIterator[TaskTracker]:
     tracker = TaskTracker(tracker_settings(base_settings, "sqlite", tmp_path))
-    cleanup.services.append(tracker.service)
-    await tracker.service.app.start()
-    try:
+    async with cleanup.running(tracker.service):
         yield tracker
-    finally:
-        await tracker.service.app.stop()
 
 
 @pytest.fixture

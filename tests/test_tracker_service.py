@@ -63,12 +63,8 @@ async def settings(
 @pytest.fixture
 async def tracker(settings: TrackerSettings, cleanup: Cleanup) -> AsyncIterator[TaskTracker]:
     tracker = TaskTracker(settings)
-    cleanup.services.append(tracker.service)
-    await tracker.service.app.start()
-    try:
+    async with cleanup.running(tracker.service):
         yield tracker
-    finally:
-        await tracker.service.app.stop()
 
 
 @pytest.fixture

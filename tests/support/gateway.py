@@ -69,23 +69,15 @@ def store_settings(base: BaseSettings, data_dir: Path, **overrides: Any) -> Stor
 @contextlib.asynccontextmanager
 async def running_gateway(settings: GatewaySettings, cleanup: Cleanup) -> AsyncIterator[Gateway]:
     gateway = Gateway(settings)
-    cleanup.services.append(gateway.service)
-    await gateway.service.app.start()
-    try:
+    async with cleanup.running(gateway.service):
         yield gateway
-    finally:
-        await gateway.service.app.stop()
 
 
 @contextlib.asynccontextmanager
 async def running_store(settings: StoreSettings, cleanup: Cleanup) -> AsyncIterator[WorkspaceStore]:
     store = WorkspaceStore(settings)
-    cleanup.services.append(store.service)
-    await store.service.app.start()
-    try:
+    async with cleanup.running(store.service):
         yield store
-    finally:
-        await store.service.app.stop()
 
 
 @contextlib.asynccontextmanager
